@@ -1,0 +1,240 @@
+"""The ``dualrec`` command. Every sub-command is a thin call into the library; heavy imports happen inside."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Hybrid sequential + LLM recommendation (DUALRec, DUIP): data, training, evaluation, "
+                       "serving.", no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Download and inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="Experiment YAML (configs/*.yaml).")
+SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set model.epochs=2 (repeatable).")
+DataDirOpt = typer.Option(None, "--data-dir", help="Dataset folder root (else $DUALREC_DATA_DIR, else user cache).")
+RatingsOpt = typer.Option(None, "--ratings", help="An ML-1M ratings.dat lying elsewhere (e.g. a partial copy).")
+
+
+def _config(config: Optional[Path], overrides: Optional[list[str]], **fields):
+    from dualrec.config import ExperimentConfig
+
+    extra = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in fields.items() if v is not None]
+    return ExperimentConfig.load(config, list(overrides or []) + extra)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@data_app.command("download")
+def data_download(name: str = typer.Argument(..., help="ml-1m or ml-100k"), data_dir: Optional[Path] = DataDirOpt):
+    """Fetch the official GroupLens zip, check its MD5 and unpack it.
+
+    Example: dualrec data download ml-1m --data-dir ~/data
+    """
+    from dualrec.data.movielens import download
+
+    try:
+        path = download(name, data_dir)
+    except Exception as exc:  # network, checksum, unknown name: one clear line
+        _fail(str(exc))
+    typer.echo(f"{name} ready in {path}")
+
+
+@data_app.command("info")
+def data_info(name: str = typer.Argument("ml-1m", help="ml-1m, ml-100k or an interactions CSV/Parquet"),
+              data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt,
+              items: Optional[Path] = typer.Option(None, help="Items file for a generic interactions file."),
+              top_items: Optional[int] = typer.Option(None, help="Keep the N most-rated items, as DUALRec does."),
+              as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Counts, filters, fingerprint and every skipped line of a dataset.
+
+    Example: dualrec data info ml-1m --ratings ../shared/data/ml-1m-ratings-head/ratings.dat --top-items 1000
+    """
+    from dualrec.data.movielens import load
+
+    try:
+        ds = load(name, data_dir, ratings=ratings, items=items).top_items(top_items)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    info = ds.info()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    for r in ds.reports:
+        typer.echo(r.summary())
+    for key in ("users", "items_rated", "catalog_items", "interactions", "per_user", "filters", "fingerprint"):
+        typer.echo(f"{key}: {info[key]}")
+
+
+@app.command()
+def train(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
+          model: Optional[str] = typer.Option(None, help="Model name (overrides the config's model.name)."),
+          protocol: Optional[str] = typer.Option(None, help="strict | paper | chrono"),
+          data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt,
+          out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run folder (resumes if it has a "
+                                                                            "checkpoint).")):
+    """Train a model on a protocol's training split and save it (safetensors + config) in a run folder.
+
+    Example: dualrec train -c configs/lstm.yaml --ratings ../shared/data/ml-1m-ratings-head/ratings.dat
+    --data-dir ../shared/data --protocol strict --out runs/lstm-strict
+    """
+    from dualrec import experiment as ex
+
+    cfg = _config(config, overrides, **{"model.name": model, "evaluation.protocol": protocol,
+                                        "data.data_dir": str(data_dir) if data_dir else None,
+                                        "data.ratings": str(ratings) if ratings else None})
+    try:
+        prepared = ex.prepare(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"data {prepared.dataset.name}: {len(prepared.dataset.interactions):,} interactions, "
+               f"{len(prepared.dataset.catalog):,} items; split {cfg.evaluation.protocol}: {prepared.split.counts}")
+    m = ex.fit(cfg, prepared, out)
+    history = getattr(m, "history", None)
+    if history:
+        from dualrec.models.neural import training_curves
+
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        training_curves(history, out / "training_curves.png", paper=PAPER_LSTM if m.name == "lstm" else None)
+    typer.echo(f"saved {m.name} to {out / 'model'} (fit {m.fit_seconds:.1f}s)")
+
+
+# DUALRec paper, section 6.1: final-epoch LSTM figures.
+PAPER_LSTM = {"train_loss": 4.80, "val_loss": 5.04, "train_top1": 0.0414, "val_top1": 0.0344,
+              "train_top5": 0.1664, "val_top5": 0.1420}
+
+
+@app.command()
+def evaluate(run: Optional[Path] = typer.Option(None, help="Run folder written by `dualrec train`."),
+             config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
+             model: Optional[str] = typer.Option(None, help="Fit this model now instead of loading a run."),
+             protocol: Optional[str] = typer.Option(None, help="strict | paper | chrono (must match the run's)."),
+             split: str = typer.Option("test", help="test or valid"),
+             data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt,
+             out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write result JSON + Markdown "
+                                                                          "(default: the run folder).")):
+    """Score a trained run (or fit-and-score a config) under a protocol; writes JSON + a Markdown table.
+
+    Examples: dualrec evaluate --run runs/lstm-strict --protocol strict;
+    dualrec evaluate --model mostpop --protocol paper --ratings ... --data-dir ... --out results/mostpop
+    """
+    from dualrec import experiment as ex
+
+    if run is not None:
+        cfg, m = ex.load_run(run)
+        if protocol and protocol != cfg.evaluation.protocol:
+            _fail(f"{run} was trained under protocol {cfg.evaluation.protocol!r}; evaluating it under {protocol!r} "
+                  f"would score users it trained on. Train a run with --protocol {protocol}.")
+        for key, value in (("data.data_dir", data_dir), ("data.ratings", ratings)):
+            if value is not None:
+                from dualrec.config import apply_override
+
+                raw = cfg.to_dict()
+                apply_override(raw, f"{key}={value}")
+                cfg = type(cfg).from_dict(raw)
+    else:
+        cfg = _config(config, overrides, **{"model.name": model, "evaluation.protocol": protocol,
+                                            "data.data_dir": str(data_dir) if data_dir else None,
+                                            "data.ratings": str(ratings) if ratings else None})
+        m = None
+    try:
+        prepared = ex.prepare(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if m is None:
+        m = ex.fit(cfg, prepared, out)
+    result = ex.run_evaluation(cfg, m, prepared, split)
+    record = ex.result_record(cfg, m, prepared, result, split)
+    path = ex.write_result(record, out or run or Path("results") / m.name)
+    from dualrec.evaluation.report import markdown_table
+
+    typer.echo(markdown_table([record]))
+    stages = {k: v for k, v in result.timings.items() if k.startswith("stage_")}
+    if stages:
+        typer.echo("per-stage seconds per user: " + ", ".join(f"{k[6:-11]}={v:.4f}" for k, v in stages.items()))
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def predict(run: Path = typer.Option(..., help="Run folder written by `dualrec train`."),
+            split: str = typer.Option("test", help="test or valid"), k: int = typer.Option(20, help="List length."),
+            out: Path = typer.Option(Path("preds.jsonl"), help="JSON lines output."),
+            data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt):
+    """Write one JSON line per held-out user: user, history, target, items, scores (original MovieLens ids).
+
+    Example: dualrec predict --run runs/lstm-strict --split test --k 20 --out preds.jsonl
+    """
+    from dualrec import experiment as ex
+    from dualrec.evaluation.evaluator import recommend_in_batches
+
+    cfg, m = ex.load_run(run)
+    if data_dir:
+        cfg.data.data_dir = str(data_dir)
+    if ratings:
+        cfg.data.ratings = str(ratings)
+    prepared = ex.prepare(cfg)
+    cases = prepared.split.test if split == "test" else prepared.split.valid
+    recs = recommend_in_batches(m, cases.histories, k, cfg.evaluation.batch_size)
+    with out.open("w") as fh:
+        for i in range(len(cases)):
+            row = {"user": int(cases.users[i]), "history": cases.histories[i].tolist(),
+                   "target": cases.targets[i].tolist(), "items": recs.items[i].tolist(),
+                   "scores": [round(float(s), 6) for s in recs.scores[i]]}
+            if recs.extras is not None:
+                row["extras"] = recs.extras[i]
+            fh.write(json.dumps(row) + "\n")
+    typer.echo(f"wrote {len(cases)} users to {out}")
+
+
+@app.command()
+def recommend(run: Path = typer.Option(..., help="Run folder written by `dualrec train`."),
+              user: Optional[int] = typer.Option(None, help="A user id of the run's dataset (their full history)."),
+              history: Optional[str] = typer.Option(None, help="Comma-separated item ids, oldest first."),
+              k: int = typer.Option(10), data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt):
+    """Print recommendations with titles, years, genres and scores.
+
+    Examples: dualrec recommend --run runs/lstm-strict --user 42; dualrec recommend --run runs/lstm-strict
+    --history 1193,661,914
+    """
+    import numpy as np
+
+    from dualrec import experiment as ex
+
+    cfg, m = ex.load_run(run)
+    if (user is None) == (history is None):
+        _fail("give exactly one of --user or --history")
+    if history is not None:
+        try:
+            hist = np.array([int(x) for x in history.split(",") if x.strip()], dtype=np.int64)
+        except ValueError:
+            _fail(f"--history must be comma-separated integer item ids, got {history!r}")
+        unknown = hist[~m.catalog.has(hist)]
+        if len(unknown):
+            _fail(f"item id(s) not in the model's catalog: {unknown.tolist()}")
+    else:
+        if data_dir:
+            cfg.data.data_dir = str(data_dir)
+        if ratings:
+            cfg.data.ratings = str(ratings)
+        seqs = ex.load_dataset(cfg).sequences()
+        where = np.flatnonzero(seqs.users == user)
+        if not len(where):
+            _fail(f"user {user} not in dataset {cfg.data.name}")
+        hist = seqs[where[0]]
+    recs = m.recommend([hist], k)
+    typer.echo("recent history: " + "; ".join(m.catalog.titles(hist[-5:])))
+    for rank, (item, score) in enumerate(zip(recs.items[0], recs.scores[0]), 1):
+        d = m.catalog.describe(item)
+        typer.echo(f"{rank:>2}. {d['title']}  [{', '.join(d['genres'])}]  id={item}  score={score:.4f}")
+    if recs.extras and recs.extras[0]:
+        typer.echo(json.dumps(recs.extras[0], indent=1, default=str))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,122 @@
+"""A loaded dataset (interactions + catalog + load reports) and the per-user sequences models train on."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dualrec.data.catalog import Catalog
+from dualrec.data.report import LoadReport
+
+
+@dataclass
+class Sequences:
+    """Per-user chronological item sequences in one flat array (CSR layout: ``items[offsets[u]:offsets[u+1]]``).
+
+    Items are original ids. Ties in time keep file order (a stable sort), as the authors' code does.
+    """
+
+    users: np.ndarray
+    offsets: np.ndarray
+    items: np.ndarray
+    times: np.ndarray
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> "Sequences":
+        order = np.lexsort((np.arange(len(frame)), frame["timestamp"].to_numpy(), frame["user"].to_numpy()))
+        users_sorted = frame["user"].to_numpy()[order]
+        users, starts = np.unique(users_sorted, return_index=True)
+        offsets = np.append(starts, len(order)).astype(np.int64)
+        return cls(users.astype(np.int64), offsets, frame["item"].to_numpy(np.int64)[order],
+                   frame["timestamp"].to_numpy(np.int64)[order])
+
+    @classmethod
+    def from_lists(cls, users, seqs, times=None) -> "Sequences":
+        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        items = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs]) if len(seqs) else np.zeros(0, np.int64)
+        t = (np.concatenate([np.asarray(x, dtype=np.int64) for x in times]) if times is not None
+             else np.zeros(len(items), np.int64))
+        return cls(np.asarray(users, dtype=np.int64), offsets, items, t)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.items[self.offsets[i]:self.offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def to_list(self) -> list[np.ndarray]:
+        return [self[i] for i in range(len(self))]
+
+    def select(self, mask: np.ndarray) -> "Sequences":
+        """Users where ``mask`` is true, sequences intact."""
+        idx = np.flatnonzero(mask)
+        return self.from_lists(self.users[idx], [self[i] for i in idx],
+                               [self.times[self.offsets[i]:self.offsets[i + 1]] for i in idx])
+
+    def truncate(self, drop_last: int) -> "Sequences":
+        """Every sequence without its last ``drop_last`` items (empty sequences stay, empty)."""
+        seqs = [self[i][: max(len(self[i]) - drop_last, 0)] for i in range(len(self))]
+        times = [self.times[self.offsets[i]:self.offsets[i + 1]][: len(s)] for i, s in enumerate(seqs)]
+        return self.from_lists(self.users, seqs, times)
+
+
+@dataclass
+class Dataset:
+    """Interactions (``user``, ``item``, ``rating``, ``timestamp``; original ids) with their catalog."""
+
+    name: str
+    interactions: pd.DataFrame
+    catalog: Catalog
+    reports: list[LoadReport] = field(default_factory=list)
+    filters: dict = field(default_factory=dict)
+
+    def top_items(self, n: int | None) -> "Dataset":
+        """Keep the ``n`` most-rated items (ties broken by smaller id), as DUALRec's preprocessing does.
+
+        The catalog shrinks to those items; the dropped ratings are counted in :attr:`filters`.
+        """
+        if not n or n >= self.interactions["item"].nunique():
+            return self
+        counts = self.interactions["item"].value_counts()
+        counts = counts.sort_index().sort_values(ascending=False, kind="stable")
+        keep = np.sort(counts.index[:n].to_numpy())
+        mask = self.interactions["item"].isin(keep).to_numpy()
+        filters = dict(self.filters, top_items=n, ratings_outside_top_items=int((~mask).sum()))
+        return Dataset(self.name, self.interactions[mask].reset_index(drop=True), self.catalog.subset(keep),
+                       self.reports, filters)
+
+    def sequences(self) -> Sequences:
+        return Sequences.from_frame(self.interactions)
+
+    def fingerprint(self) -> str:
+        """sha256 (first 16 hex) of the interactions as loaded and filtered: two runs on the same data agree."""
+        h = hashlib.sha256()
+        for col in ("user", "item", "timestamp"):
+            h.update(np.ascontiguousarray(self.interactions[col].to_numpy(np.int64)).tobytes())
+        h.update(np.ascontiguousarray(self.catalog.ids).tobytes())
+        return h.hexdigest()[:16]
+
+    def info(self) -> dict:
+        inter = self.interactions
+        per_user = inter.groupby("user").size()
+        return {
+            "name": self.name,
+            "users": int(inter["user"].nunique()),
+            "items_rated": int(inter["item"].nunique()),
+            "catalog_items": len(self.catalog),
+            "interactions": len(inter),
+            "per_user": {"min": int(per_user.min()), "median": float(per_user.median()), "max": int(per_user.max())}
+            if len(per_user) else {},
+            "time": [int(inter["timestamp"].min()), int(inter["timestamp"].max())] if len(inter) else [],
+            "filters": self.filters,
+            "fingerprint": self.fingerprint(),
+            "reports": [r.to_dict() for r in self.reports],
+        }

@@ -1,0 +1,76 @@
+"""One evaluation path for every model: rank, score, count, time. It never looks at which model it runs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from dualrec.data.catalog import Catalog
+from dualrec.evaluation.metrics import first_hit_ranks, genre_jaccard, ranking_metrics
+from dualrec.evaluation.protocols import EvalCases
+from dualrec.models.base import Recommendations, Recommender
+
+DEFAULT_KS = (1, 5, 10, 20)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    counts: dict[str, int]
+    timings: dict[str, float]
+    recommendations: Recommendations = field(repr=False)
+    cases: EvalCases = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {"metrics": self.metrics, "counts": self.counts, "timings": self.timings}
+
+
+def recommend_in_batches(model: Recommender, histories: Sequence[np.ndarray], k: int, batch_size: int = 256,
+                         progress: bool = True, desc: str = "recommend") -> Recommendations:
+    from tqdm.auto import tqdm
+
+    parts = []
+    with tqdm(total=len(histories), desc=desc, unit="user", disable=not progress, leave=False) as bar:
+        for lo in range(0, len(histories), batch_size):
+            parts.append(model.recommend(histories[lo:lo + batch_size], k))
+            bar.update(len(parts[-1]))
+    return Recommendations.concat(parts)
+
+
+def evaluate(model: Recommender, cases: EvalCases, catalog: Catalog, ks: Sequence[int] = DEFAULT_KS,
+             batch_size: int = 256, progress: bool = True) -> EvalResult:
+    """Score ``model`` on ``cases``: every case counted, none sampled; lists shorter than k just miss."""
+    max_k = max(ks)
+    start = time.perf_counter()
+    recs = recommend_in_batches(model, cases.histories, max_k, batch_size, progress, desc=f"evaluate {model.name}")
+    seconds = time.perf_counter() - start
+    ranks = first_hit_ranks(recs.items, cases.targets, max_k)
+    metrics = ranking_metrics(ranks, ks)
+
+    has_top1 = np.array([len(r) > 0 for r in recs.items])
+    top1 = np.array([r[0] if len(r) else catalog.ids[0] for r in recs.items], dtype=np.int64)
+    n_t = max((len(t) for t in cases.targets), default=1)
+    gm = catalog.genre_matrix()
+    tgt_rows = np.full((len(cases), n_t), -1, dtype=np.int64)
+    for i, t in enumerate(cases.targets):
+        known = t[catalog.has(t)]
+        tgt_rows[i, : len(known)] = catalog.rows(known)
+    tgt_genres = np.where((tgt_rows >= 0)[..., None], gm[np.maximum(tgt_rows, 0)], 0.0)
+    metrics.update(genre_jaccard(gm[catalog.rows(top1)], tgt_genres, has_top1))
+
+    n = len(cases)
+    lengths = np.array([len(r) for r in recs.items])
+    counts = {"users": n, "lists_shorter_than_max_k": int((lengths < max_k).sum()),
+              "empty_lists": int((lengths == 0).sum())}
+    if recs.extras is not None:
+        generated = sum(e.get("generated", 0) for e in recs.extras)
+        ungrounded = sum(e.get("ungrounded", 0) for e in recs.extras)
+        counts.update(generated_titles=generated, ungrounded_titles=ungrounded,
+                      fallbacks=sum(int(e.get("fallback", False)) for e in recs.extras))
+        metrics["hallucination_rate"] = ungrounded / generated if generated else 0.0
+    timings = {"total_s": seconds, "s_per_user": seconds / max(n, 1),
+               **{f"stage_{k}_s_per_user": v / max(n, 1) for k, v in recs.timings.items()}}
+    return EvalResult(metrics, counts, timings, recs, cases)

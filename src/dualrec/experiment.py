@@ -1,0 +1,107 @@
+"""Runs an experiment: load data -> split by protocol -> fit -> evaluate -> write JSON + Markdown.
+
+A run folder holds ``experiment.yaml`` (the resolved config), ``model/`` (the saved model) and, after evaluation,
+``result-<protocol>-<split>.json`` and ``.md``. The CLI, the benchmark and tests all go through these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dualrec.config import ExperimentConfig
+from dualrec.data.dataset import Dataset
+from dualrec.evaluation.evaluator import EvalResult, evaluate
+from dualrec.evaluation.protocols import Split, make_split
+from dualrec.models import Recommender, build_model
+
+
+@dataclass
+class Prepared:
+    dataset: Dataset
+    split: Split
+
+
+def load_dataset(cfg: ExperimentConfig) -> Dataset:
+    from dualrec.data.movielens import load
+
+    d = cfg.data
+    return load(d.name, d.data_dir, ratings=d.ratings, items=d.items, errors=d.errors).top_items(d.top_items)
+
+
+def prepare(cfg: ExperimentConfig, dataset: Dataset | None = None) -> Prepared:
+    dataset = dataset or load_dataset(cfg)
+    return Prepared(dataset, make_split(dataset.sequences(), cfg.evaluation.protocol))
+
+
+def fit(cfg: ExperimentConfig, prepared: Prepared, run_dir: str | Path | None = None) -> Recommender:
+    """Build and fit the configured model; with ``run_dir`` save it and the resolved config there."""
+    model = build_model(cfg.model_name, cfg.model_options())
+    ckpt = Path(run_dir) / "checkpoints" if run_dir else None
+    model.fit(prepared.split.train, prepared.dataset.catalog, valid=prepared.split.valid, checkpoint_dir=ckpt)
+    if run_dir:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.dump(run_dir / "experiment.yaml")
+        model.save(run_dir / "model")
+    return model
+
+
+def run_evaluation(cfg: ExperimentConfig, model: Recommender, prepared: Prepared, split: str = "test",
+                   progress: bool = True) -> EvalResult:
+    cases = prepared.split.test if split == "test" else prepared.split.valid
+    if cfg.evaluation.max_users:
+        cases = cases.head(cfg.evaluation.max_users)
+    return evaluate(model, cases, prepared.dataset.catalog, cfg.evaluation.ks, cfg.evaluation.batch_size, progress)
+
+
+def result_record(cfg: ExperimentConfig, model: Recommender, prepared: Prepared, result: EvalResult,
+                  split: str = "test") -> dict:
+    """Everything needed to trust or redo a number: model, config, protocol, data fingerprint, counts, timings."""
+    import torch
+
+    return {
+        "model": model.name,
+        "config": cfg.to_dict(),
+        "protocol": cfg.evaluation.protocol,
+        "protocol_note": PROTOCOL_NOTES[cfg.evaluation.protocol],
+        "split": split,
+        "data": {"name": prepared.dataset.name, "fingerprint": prepared.dataset.fingerprint(),
+                 "interactions": len(prepared.dataset.interactions), "catalog_items": len(prepared.dataset.catalog),
+                 "filters": prepared.dataset.filters, "skipped": {r.source: dict(r.skipped)
+                                                                  for r in prepared.dataset.reports},
+                 "split_counts": prepared.split.counts},
+        "metrics": result.metrics,
+        "counts": result.counts,
+        "timings": {**result.timings, "fit_s": model.fit_seconds},
+        "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                        "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")},
+    }
+
+
+PROTOCOL_NOTES = {
+    "strict": "leave-one-out, full ranking over the catalog, history excluded, every user counted",
+    "paper": "DUALRec authors' protocol: 70/15/15 users, last 5 items are targets, hit = any top-k in the 5",
+    "chrono": "DUIP's global time cut 80/10/10, every held-out interaction a case, full ranking",
+}
+
+
+def write_result(record: dict, out_dir: str | Path) -> Path:
+    from dualrec.evaluation.report import markdown_table
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"result-{record['protocol']}-{record['split']}"
+    (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    (out_dir / f"{stem}.md").write_text(markdown_table([record]))
+    return out_dir / f"{stem}.json"
+
+
+def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, Recommender]:
+    run_dir = Path(run_dir)
+    if not (run_dir / "experiment.yaml").exists():
+        raise FileNotFoundError(f"{run_dir}: no experiment.yaml; create a run with `dualrec train --out {run_dir}`")
+    return ExperimentConfig.load(run_dir / "experiment.yaml"), Recommender.load(run_dir / "model")
