@@ -73,15 +73,16 @@ def data_info(name: str = typer.Argument("ml-1m", help="ml-1m, ml-100k or an int
 
 
 @app.command()
-def train(config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
-          model: Optional[str] = typer.Option(None, help="Model name (overrides the config's model.name)."),
+def train(model: Optional[str] = typer.Argument(None, help="Model name, e.g. lstm or duip (overrides the config's "
+                                                            "model.name)."),
+          config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
           protocol: Optional[str] = typer.Option(None, help="strict | paper | chrono"),
           data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt,
           out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run folder (resumes if it has a "
                                                                             "checkpoint).")):
     """Train a model on a protocol's training split and save it (safetensors + config) in a run folder.
 
-    Example: dualrec train -c configs/lstm.yaml --ratings ../shared/data/ml-1m-ratings-head/ratings.dat
+    Example: dualrec train lstm -c configs/lstm.yaml --ratings ../shared/data/ml-1m-ratings-head/ratings.dat
     --data-dir ../shared/data --protocol strict --out runs/lstm-strict
     """
     from dualrec import experiment as ex
