@@ -1,0 +1,29 @@
+"""Recommenders. Every model lives in its own module and registers its import path here, so importing
+``dualrec.models`` stays cheap: a model's heavy dependencies load only when it is used."""
+
+from __future__ import annotations
+
+import importlib
+
+from dualrec.models.base import ModelConfig, Recommendations, Recommender, ScoringRecommender
+
+# name -> "module:Class"; the single list `train`, `evaluate` and `benchmark` choose from.
+MODELS: dict[str, str] = {
+    "mostpop": "dualrec.models.mostpop:MostPop",
+    "lstm": "dualrec.models.lstm:MultimodalLSTM",
+}
+
+
+def get_model_class(name: str) -> type[Recommender]:
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    module, cls = MODELS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_model(name: str, config: dict | None = None) -> Recommender:
+    return get_model_class(name)(config)
+
+
+__all__ = ["MODELS", "ModelConfig", "Recommendations", "Recommender", "ScoringRecommender", "build_model",
+           "get_model_class"]
