@@ -84,7 +84,6 @@ class NeuralRecommender(ScoringRecommender):
 
     def _fit(self, train: Sequences, valid, checkpoint_dir: Path | None) -> None:
         import torch
-        import torch.nn.functional as F
         from tqdm.auto import tqdm
 
         from dualrec.utils import pick_device
@@ -98,7 +97,7 @@ class NeuralRecommender(ScoringRecommender):
         if len(y) == 0:
             raise ValueError(f"{self.name}: no training windows (sequences shorter than min_len={c.min_len}+1)")
         self.net = self.build_network().to(self.device)
-        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        opt = self.build_optimizer()
         self.history: list[dict] = []
         start_epoch = 0
         if checkpoint_dir and (checkpoint_dir / "last.pt").exists():
@@ -124,8 +123,7 @@ class NeuralRecommender(ScoringRecommender):
             for lo in bar:
                 idx = order[lo:lo + c.batch_size]
                 xb, yb = xt[idx].to(self.device), yt[idx].to(self.device)
-                logits = self.net(xb)
-                loss = F.cross_entropy(logits, yb)
+                logits, loss = self.training_step(xb, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -151,6 +149,23 @@ class NeuralRecommender(ScoringRecommender):
                 torch.save({"net": self.net.state_dict(), "opt": opt.state_dict(), "history": self.history,
                             "epoch": epoch, "rng": torch.get_rng_state()}, checkpoint_dir / "last.pt")
         self.net.eval()
+
+    def build_optimizer(self):
+        """Adam over the network's trainable parameters; a model needing parameter groups (DUIP: a smaller
+        learning rate for its language model) overrides this."""
+        import torch
+
+        c = self.config
+        return torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=c.lr,
+                                weight_decay=c.weight_decay)
+
+    def training_step(self, xb, yb):
+        """``(logits [B, n_items], loss)`` for one batch: cross-entropy on the next item. A model with an extra
+        loss term (DUIP's title generation) overrides this."""
+        import torch.nn.functional as F
+
+        logits = self.net(xb)
+        return logits, F.cross_entropy(logits, yb)
 
     def _validate(self, vx: np.ndarray, vy: np.ndarray) -> dict:
         import torch
