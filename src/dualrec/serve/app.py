@@ -1,0 +1,353 @@
+"""The recommendation service: FastAPI app factory (``create_app``) over a trained run and an event store.
+
+Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
+
+* ``POST /users/{user_id}/events`` append watch events (item id or title, timestamp); titles ground through the
+  :class:`~dualrec.data.catalog.Catalog`; anything that names no catalog item is a 422 that lists it. Committed before
+  the 201 answer; an ``Idempotency-Key`` header makes retries safe (the replay answers 200 with the first answer).
+* ``GET /users/{user_id}/recommendations?k=10&model=lstm|dualrec`` ranks from the *stored* history, so an event
+  changes the next answer at once.
+* ``POST /recommendations`` the same for an ad-hoc history (ids or titles), no stored user.
+* ``GET /items?q=`` catalog search (the web page's picker); ``GET /healthz``; ``GET /metrics`` (Prometheus text);
+  ``GET /`` a small web page (``static/``, no build step).
+
+Design choices where the issue is silent:
+
+* **Two run folders.** ``model`` is the fast ranker (any Recommender, normally the Stage-1 LSTM) and the fallback;
+  ``dualrec`` (optional) is the hybrid. ``model=dualrec`` when no hybrid is loaded is a 422 saying how to load one.
+* **LLM time budget.** The budget counts from the moment a request starts waiting for the hybrid (queueing
+  included), because that is the latency a client sees. On expiry the request is answered with the LSTM ranking and
+  ``"fallback": true`` plus the reason, and leaves the hybrid's queue (a batch not yet started drops it). A hybrid
+  that raises also falls back (reason given, error logged); a hybrid's own fallback flag is passed through.
+* **Unknown users** (no stored event) get 404 instead of a cold-start list: a silent popularity list for a typo'd id
+  would hide the typo. ``POST /recommendations`` with an empty history is the explicit cold-start call.
+* Every error answer is JSON ``{"detail": ...}`` (FastAPI's convention); a server error says only that it happened
+  and its log id, never a stack trace.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI must resolve the endpoint annotations, which name
+# classes local to create_app.
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Union
+
+import numpy as np
+
+from dualrec.serve.limits import Limits
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from dualrec.models.base import Recommender
+
+log = logging.getLogger("dualrec.serve")
+STATIC_DIR = Path(__file__).parent / "static"
+SETTINGS_ENV = "DUALREC_SERVE_SETTINGS"
+USER_ID_PATTERN = r"^[A-Za-z0-9_.@:\-]{1,128}$"
+
+
+@dataclass
+class ServeSettings:
+    """Everything ``dualrec serve`` configures; JSON-able so uvicorn worker processes get the same settings."""
+
+    model: str                          # run folder (or model folder) of the ranker / fallback, e.g. the LSTM
+    dualrec: str | None = None          # run folder of the DUALRec hybrid, optional
+    db: str = "dualrec-events.db"       # SQLite file path, or a database URL (postgresql://user@host:port/db)
+    llm_budget_s: float = 5.0           # per-request time budget of the hybrid before falling back
+    max_batch: int = 32                 # most requests one model call answers
+    batch_wait_ms: float = 5.0          # how long the first request of a batch waits for others
+    limits: Limits = field(default_factory=Limits)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServeSettings":
+        values = json.loads(text)
+        limits = values.pop("limits", {})
+        limits["exempt_paths"] = tuple(limits.get("exempt_paths", Limits.exempt_paths))
+        return cls(**values, limits=Limits(**limits))
+
+
+def load_recommender(path: str | Path) -> "Recommender":
+    """A run folder of ``dualrec train`` (``experiment.yaml`` + ``model/``) or a saved model folder."""
+    path = Path(path)
+    if (path / "experiment.yaml").exists():
+        from dualrec.experiment import load_run
+
+        return load_run(path)[1]
+    from dualrec.models.base import Recommender
+
+    return Recommender.load(path)
+
+
+def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] | None = None) -> "FastAPI":
+    """Build the app. Models load now (from ``settings`` unless given in ``recommenders``, keys ``lstm`` and
+    ``dualrec``); the event store opens (and is created) when the app starts serving."""
+    from fastapi import FastAPI, Header, HTTPException, Path as PathParam, Query, Request, Response
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+    from fastapi.staticfiles import StaticFiles
+    from pydantic import BaseModel, Field, model_validator
+
+    from dualrec.serve.batching import MicroBatcher, Ranked
+    from dualrec.serve.limits import BodySizeLimitMiddleware, RateLimitMiddleware
+    from dualrec.serve.metrics import Metrics, MetricsMiddleware
+    from dualrec.serve.store import EventStore, IdempotencyConflict, request_hash
+
+    limits = settings.limits
+    recommenders = dict(recommenders or {})
+    if "lstm" not in recommenders:
+        recommenders["lstm"] = load_recommender(settings.model)
+    if "dualrec" not in recommenders and settings.dualrec:
+        recommenders["dualrec"] = load_recommender(settings.dualrec)
+    ranker = recommenders["lstm"]
+    catalog = ranker.catalog
+    metrics = Metrics()
+    wait_s = settings.batch_wait_ms / 1000.0
+    batchers = {name: MicroBatcher(m, name, settings.max_batch, wait_s, metrics) for name, m in recommenders.items()}
+
+    # ---- request / response schemas ------------------------------------------------------------------------
+
+    class EventIn(BaseModel):
+        """One watch event: exactly one of ``item`` (catalog id) or ``title`` (free text, grounded)."""
+
+        item: int | None = Field(None, examples=[1193])
+        title: str | None = Field(None, min_length=1, max_length=300, examples=["One Flew Over the Cuckoo's Nest"])
+        timestamp: datetime | float | None = Field(
+            None, description="Epoch seconds or ISO 8601; default: when the server receives it.")
+
+        @model_validator(mode="after")
+        def _one_reference(self):
+            if (self.item is None) == (self.title is None):
+                raise ValueError("give exactly one of 'item' or 'title'")
+            return self
+
+    class EventsIn(BaseModel):
+        events: list[EventIn] = Field(min_length=1, max_length=limits.max_events_per_post)
+
+    class HistoryIn(BaseModel):
+        history: list[Union[int, str]] = Field(
+            default_factory=list, max_length=limits.max_history,
+            description="Watched items oldest first: catalog ids (numbers) or titles (strings).")
+        k: int = Field(10, ge=1, le=limits.max_k)
+        model: Literal["lstm", "dualrec"] = "lstm"
+
+    class ItemOut(BaseModel):
+        rank: int
+        item: int
+        title: str
+        year: int | None
+        genres: list[str]
+        score: float
+
+    class RecommendationsOut(BaseModel):
+        model: str
+        items: list[ItemOut]
+        history_length: int
+        lstm_suggestion: str | None = Field(None, description="DUALRec: the LSTM's suggestion put in the prompt.")
+        llm_text: str | None = Field(None, description="DUALRec: what the LLM wrote.")
+        fallback: bool = Field(False, description="True when the answer is the LSTM ranking instead of DUALRec's.")
+        fallback_reason: str | None = None
+        batch_size: int = Field(description="Requests answered by the same model call.")
+        timings_ms: dict[str, float]
+        user: str | None = None
+
+    class EventsOut(BaseModel):
+        user: str
+        stored: int
+        history_length: int
+        events: list[dict]
+        replayed: bool = False
+
+    # ---- helpers ---------------------------------------------------------------------------------------------
+
+    def resolve(refs: list[Union[int, str]], where: str) -> np.ndarray:
+        """Catalog ids for ids/titles; one 422 naming every reference that matches no catalog item."""
+        ids = np.zeros(len(refs), dtype=np.int64)
+        unknown = []
+        numeric = [i for i, r in enumerate(refs) if isinstance(r, int)]
+        if numeric:
+            values = np.array([refs[i] for i in numeric], dtype=np.int64)
+            known = catalog.has(values)
+            ids[numeric] = values
+            unknown += [{"index": numeric[j], "item": int(values[j]), "reason": "item id not in the model's catalog"}
+                        for j in np.flatnonzero(~known)]
+        texts = [i for i, r in enumerate(refs) if isinstance(r, str)]
+        if texts:
+            for i, g in zip(texts, catalog.ground_many([refs[i] for i in texts])):
+                if g.item is None:
+                    unknown.append({"index": i, "title": refs[i],
+                                    "reason": f"no catalog title matches (best score {g.score:.0f} < 80)"})
+                else:
+                    ids[i] = g.item
+        if unknown:
+            unknown.sort(key=lambda u: u["index"])
+            raise HTTPException(422, {"message": f"{len(unknown)} unknown item(s) in {where}", "unknown": unknown})
+        return ids
+
+    def describe(ranked: Ranked) -> list[dict]:
+        return [{"rank": r, **catalog.describe(int(i)), "score": float(s)}
+                for r, (i, s) in enumerate(zip(ranked.items, ranked.scores), 1)]
+
+    async def rank(history: np.ndarray, k: int, model: str) -> dict:
+        start = time.perf_counter()
+        fallback, reason = False, None
+        if model == "lstm":
+            ranked = await batchers["lstm"].submit(history, k)
+        else:
+            if "dualrec" not in batchers:
+                raise HTTPException(422, "model 'dualrec' is not loaded by this server; start it with "
+                                         "`dualrec serve --model LSTM_RUN --dualrec DUALREC_RUN`")
+            try:
+                ranked = await asyncio.wait_for(batchers["dualrec"].submit(history, k), settings.llm_budget_s)
+                if ranked.extras.get("fallback"):
+                    fallback, reason = True, "the LLM named no usable title; DUALRec used its LSTM ranking"
+                    metrics.fallbacks.inc("model")
+            except asyncio.TimeoutError:
+                fallback, reason = True, f"LLM time budget of {settings.llm_budget_s:g}s exceeded; LSTM ranking"
+                metrics.fallbacks.inc("budget")
+                ranked = await batchers["lstm"].submit(history, k)
+            except Exception:
+                log.exception("dualrec model failed; answering with the LSTM ranking")
+                fallback, reason = True, "the DUALRec model failed; LSTM ranking"
+                metrics.fallbacks.inc("error")
+                ranked = await batchers["lstm"].submit(history, k)
+        extras = ranked.extras
+        return {"model": model, "items": describe(ranked), "history_length": int(len(history)),
+                "lstm_suggestion": _text(extras.get("lstm_title")), "llm_text": _text(extras.get("llm_text")),
+                "fallback": fallback, "fallback_reason": reason, "batch_size": ranked.batch_size,
+                "timings_ms": {"model": round(ranked.model_seconds * 1000, 3),
+                               "total": round((time.perf_counter() - start) * 1000, 3)}}
+
+    # ---- app ---------------------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.store = await run_in_threadpool(EventStore, settings.db)
+        log.info("event store %s ready; models: %s", app.state.store.url.split("@")[-1], sorted(recommenders))
+        try:
+            yield
+        finally:
+            for b in batchers.values():
+                await b.close()
+            app.state.store.close()
+
+    app = FastAPI(title="dualrec service", version="0.1.0", lifespan=lifespan,
+                  description="Watch events in, recommendations out (LSTM or DUALRec), nothing lost.")
+    app.state.settings, app.state.metrics, app.state.recommenders = settings, metrics, recommenders
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception):
+        ref = uuid.uuid4().hex[:12]
+        log.error("unhandled error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": f"internal server error (log reference {ref})"}, status_code=500)
+
+    @app.post("/users/{user_id}/events", status_code=201, response_model=EventsOut,
+              responses={200: {"description": "Replay of an earlier post with the same Idempotency-Key"},
+                         409: {"description": "Idempotency-Key reused with a different body"},
+                         422: {"description": "Unknown items or invalid input"}})
+    def post_events(body: EventsIn, response: Response,
+                    user_id: str = PathParam(pattern=USER_ID_PATTERN),
+                    idempotency_key: str | None = Header(None, min_length=1, max_length=255)):
+        """Append watch events; committed to the database before this answers."""
+        items = resolve([e.item if e.item is not None else e.title for e in body.events], "events")
+        now = time.time()
+        stamps = [now if e.timestamp is None else
+                  e.timestamp.timestamp() if isinstance(e.timestamp, datetime) else float(e.timestamp)
+                  for e in body.events]
+        fingerprint = request_hash(body.model_dump(mode="json"))
+        try:
+            result = app.state.store.append(user_id, items.tolist(), stamps, idempotency_key, fingerprint)
+        except IdempotencyConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        if result.replayed:
+            response.status_code = 200
+        else:
+            metrics.events.inc(amount=result.response["stored"])
+        out = dict(result.response, replayed=result.replayed)
+        for e in out["events"]:
+            e["title"] = catalog.title(e["item"])
+        return out
+
+    @app.get("/users/{user_id}/recommendations", response_model=RecommendationsOut,
+             responses={404: {"description": "No stored events for this user"}})
+    async def user_recommendations(user_id: str = PathParam(pattern=USER_ID_PATTERN),
+                                   k: int = Query(10, ge=1, le=limits.max_k),
+                                   model: Literal["lstm", "dualrec"] = "lstm"):
+        """Recommendations from the user's stored history (the newest ``max_history`` events)."""
+        items, _ = await run_in_threadpool(app.state.store.history, user_id, limits.max_history)
+        if not items:
+            raise HTTPException(404, f"no stored events for user {user_id!r}; POST /users/{user_id}/events first "
+                                     "(or POST /recommendations with a history)")
+        return dict(await rank(np.asarray(items, dtype=np.int64), k, model), user=user_id)
+
+    @app.post("/recommendations", response_model=RecommendationsOut)
+    async def adhoc_recommendations(body: HistoryIn):
+        """Recommendations for a history given in the request (ids or titles), nothing stored."""
+        return await rank(resolve(body.history, "history"), body.k, body.model)
+
+    @app.get("/items")
+    def search_items(q: str = Query("", max_length=200), limit: int = Query(20, ge=1, le=200)):
+        """Catalog items whose title contains ``q`` (case-insensitive), for pickers."""
+        titles = catalog.items["title"]
+        hits = catalog.items.index[titles.str.contains(q, case=False, regex=False)] if q else catalog.items.index
+        return {"items": [catalog.describe(int(catalog.ids[r])) for r in hits[:limit]], "total": int(len(hits))}
+
+    @app.get("/healthz")
+    def healthz():
+        try:
+            db_ok = app.state.store.ping()
+        except Exception:
+            log.exception("health check: database unreachable")
+            db_ok = False
+        body = {"status": "ok" if db_ok else "degraded", "database": "ok" if db_ok else "unreachable",
+                "models": {name: type(m).__name__ for name, m in recommenders.items()}, "catalog_items": len(catalog)}
+        return JSONResponse(body, status_code=200 if db_ok else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus_metrics():
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # Outermost last: metrics sees every answer, including limit refusals.
+    app.add_middleware(RateLimitMiddleware, limits=limits, on_reject=metrics.rejected.inc)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=limits.max_body_bytes, on_reject=metrics.rejected.inc)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def app_from_env() -> "FastAPI":
+    """Factory for uvicorn worker processes (``--workers N``): settings come from ``$DUALREC_SERVE_SETTINGS``."""
+    return create_app(ServeSettings.from_json(os.environ[SETTINGS_ENV]))
+
+
+def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          log_level: str = "info") -> None:
+    """Run the app under uvicorn (blocking). Several workers need a database several processes can share."""
+    import uvicorn
+
+    if workers > 1:
+        os.environ[SETTINGS_ENV] = settings.to_json()
+        uvicorn.run("dualrec.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level)
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)

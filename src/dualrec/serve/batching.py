@@ -1,0 +1,113 @@
+"""Micro-batching: concurrent requests for one model are answered by one ``recommend`` call.
+
+A request puts ``(history, k)`` on the model's queue and awaits a future. One worker task per model takes the first
+waiting request, keeps collecting until ``max_batch`` requests or ``max_wait_s`` after the first one, and runs
+``recommend(histories, max k)`` in the model's own single thread (so the event loop keeps accepting requests, and
+two calls never share one model at once). While a call runs, new requests queue up and form the next batch, so the
+batch grows with load by itself. A caller that gave up (its future was cancelled, e.g. by a time budget) is dropped
+from the batch before the call, so a slow model does not pile up work nobody waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from dualrec.models.base import Recommender
+    from dualrec.serve.metrics import Metrics
+
+
+@dataclass
+class Ranked:
+    """One request's answer: items and scores best first, the model's extras for this history."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    extras: dict
+    batch_size: int
+    model_seconds: float
+
+
+@dataclass
+class _Pending:
+    history: np.ndarray
+    k: int
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Groups concurrent ``submit`` calls for one :class:`~dualrec.models.base.Recommender` into batched calls."""
+
+    def __init__(self, model: "Recommender", name: str, max_batch: int = 32, max_wait_s: float = 0.005,
+                 metrics: "Metrics | None" = None):
+        self.model, self.name = model, name
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.metrics = metrics
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task | None = None
+
+    async def submit(self, history: np.ndarray, k: int) -> Ranked:
+        """Rank for one history; resolved by the next batched call."""
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
+            self._queue = asyncio.Queue()
+            self._worker = loop.create_task(self._run(), name=f"batcher-{self.name}")
+        future = loop.create_future()
+        self._queue.put_nowait(_Pending(np.asarray(history, dtype=np.int64), k, future))
+        return await future
+
+    async def _collect(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                while len(batch) < self.max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        return [p for p in batch if not p.future.done()]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            if not batch:
+                continue
+            k = max(p.k for p in batch)
+            start = time.perf_counter()
+            try:
+                recs = await loop.run_in_executor(self._executor, self.model.recommend, [p.history for p in batch], k)
+            except Exception as exc:  # the model failed: every waiting caller hears it, the worker keeps going
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            seconds = time.perf_counter() - start
+            if self.metrics is not None:
+                self.metrics.model_calls.observe(len(batch), self.name)
+                self.metrics.model_seconds.observe(seconds, self.name)
+            for i, p in enumerate(batch):
+                if not p.future.done():
+                    extras = (recs.extras[i] if recs.extras is not None else None) or {}
+                    p.future.set_result(Ranked(recs.items[i][: p.k], recs.scores[i][: p.k], extras, len(batch),
+                                               seconds))
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,126 @@
+"""Input limits: history length, k, body size and a per-client rate limit, each refused with a clear 4xx.
+
+Body size and rate are checked in ASGI middleware, before FastAPI reads or parses anything: a body over the limit is
+refused with 413 from its ``Content-Length`` or, for a chunked upload, as soon as the bytes read pass the limit; a
+client over its rate gets 429 with ``Retry-After``. The client is the socket's peer address (a proxy's
+``X-Forwarded-For`` is not trusted: it is the client's to write). History length and k are checked by the endpoints
+(422), since only they know which field is at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Limits:
+    max_history: int = 500          # items in one ad-hoc history / newest stored events used
+    max_k: int = 100                # longest list one request may ask for
+    max_events_per_post: int = 1000
+    max_body_bytes: int = 64 * 1024
+    rate_per_s: float = 50.0        # sustained requests per second per client; 0 disables the limiter
+    rate_burst: int = 100           # requests a client may send at once before the rate applies
+    exempt_paths: tuple[str, ...] = ("/healthz", "/metrics")
+
+
+async def _reject(send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"detail": message}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodySizeLimitMiddleware:
+    """413 for a request body over ``max_bytes``, declared or streamed."""
+
+    def __init__(self, app, max_bytes: int, on_reject=None):
+        self.app, self.max_bytes, self.on_reject = app, max_bytes, on_reject
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = f"request body over the limit of {self.max_bytes} bytes"
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            if self.on_reject:
+                self.on_reject("body_size")
+            return await _reject(send, 413, message)
+        seen = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return msg
+
+        async def tracking_send(msg):
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if self.on_reject:
+                self.on_reject("body_size")
+            if not started:
+                await _reject(send, 413, message)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class TokenBucketLimiter:
+    """Per-key token buckets: ``burst`` tokens, refilled at ``rate`` per second. Thread-safe."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000):
+        self.rate, self.burst, self.max_keys = rate, burst, max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0.0 if a request may pass now (and counts it), else the seconds until it may."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            if len(self._buckets) > self.max_keys:  # forget full buckets: they behave like new ones
+                for k in [k for k, (t, _) in self._buckets.items() if t >= self.burst][: self.max_keys // 2]:
+                    del self._buckets[k]
+            return (1.0 - tokens) / self.rate
+
+
+class RateLimitMiddleware:
+    """429 with ``Retry-After`` when a client (peer address) exceeds its token bucket."""
+
+    def __init__(self, app, limits: Limits, on_reject=None):
+        self.app, self.limits, self.on_reject = app, limits, on_reject
+        self.limiter = TokenBucketLimiter(limits.rate_per_s, limits.rate_burst) if limits.rate_per_s > 0 else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or self.limiter is None or scope["path"] in self.limits.exempt_paths:
+            return await self.app(scope, receive, send)
+        client = (scope.get("client") or ("unknown", 0))[0]
+        wait = self.limiter.take(client)
+        if wait > 0:
+            if self.on_reject:
+                self.on_reject("rate")
+            retry = max(1, int(wait + 0.999))
+            return await _reject(send, 429, f"rate limit of {self.limits.rate_per_s:g} requests/s (burst "
+                                            f"{self.limits.rate_burst}) exceeded for client {client}; retry in {retry}s",
+                                 {"retry-after": str(retry)})
+        await self.app(scope, receive, send)
