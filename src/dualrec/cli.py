@@ -237,5 +237,38 @@ def recommend(run: Path = typer.Option(..., help="Run folder written by `dualrec
         typer.echo(json.dumps(recs.extras[0], indent=1, default=str))
 
 
+@app.command()
+def serve(model: Path = typer.Option(..., "--model", help="Run folder of the ranker / fallback (e.g. the LSTM)."),
+          dualrec: Optional[Path] = typer.Option(None, "--dualrec", help="Run folder of a DUALRec model (enables "
+                                                                          "model=dualrec)."),
+          db: str = typer.Option("dualrec-events.db", "--db", envvar="DUALREC_DB",
+                                 help="SQLite file (created on first start) or postgresql://user@host:port/db."),
+          host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+          workers: int = typer.Option(1, help="uvicorn worker processes (use PostgreSQL for several)."),
+          llm_budget: float = typer.Option(5.0, help="Seconds DUALRec may take per request before the LSTM answers."),
+          max_batch: int = typer.Option(32, help="Most requests one model call answers."),
+          batch_wait_ms: float = typer.Option(5.0, help="How long a batch waits for more requests."),
+          max_k: int = typer.Option(100), max_history: int = typer.Option(500),
+          max_body: int = typer.Option(65536, help="Largest request body in bytes."),
+          rate: float = typer.Option(50.0, help="Requests per second per client (0: no limit)."),
+          burst: int = typer.Option(100, help="Requests a client may send at once.")):
+    """Serve recommendations over HTTP: events in, recommendations out (OpenAPI at /docs, web page at /).
+
+    Example: dualrec serve --model runs/lstm-strict --db events.db --port 8000
+    """
+    from dualrec.serve.app import ServeSettings
+    from dualrec.serve.app import serve as run_server
+    from dualrec.serve.limits import Limits
+
+    for path in (model, dualrec):
+        if path is not None and not path.exists():
+            _fail(f"{path} does not exist; train a run first (`dualrec train ... --out {path}`)")
+    settings = ServeSettings(model=str(model), dualrec=str(dualrec) if dualrec else None, db=db,
+                             llm_budget_s=llm_budget, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                             limits=Limits(max_history=max_history, max_k=max_k, max_body_bytes=max_body,
+                                           rate_per_s=rate, rate_burst=burst))
+    run_server(settings, host=host, port=port, workers=workers)
+
+
 if __name__ == "__main__":
     app()
