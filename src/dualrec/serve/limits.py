@@ -35,49 +35,44 @@ async def _reject(send, status: int, message: str, headers: dict[str, str] | Non
 
 
 class BodySizeLimitMiddleware:
-    """413 for a request body over ``max_bytes``, declared or streamed."""
+    """413 for a request body over ``max_bytes``, declared (``Content-Length``) or streamed (chunked).
+
+    A body is read here in full before the app sees it (it is at most ``max_bytes``, 64 KiB by default), so a
+    chunked upload is refused as soon as it passes the limit, and the app gets the bytes it would have read.
+    """
 
     def __init__(self, app, max_bytes: int, on_reject=None):
         self.app, self.max_bytes, self.on_reject = app, max_bytes, on_reject
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
-        message = f"request body over the limit of {self.max_bytes} bytes"
         declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        too_large = declared is not None and declared.isdigit() and int(declared) > self.max_bytes
+        parts, size = [], 0
+        while not too_large:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            too_large = size > self.max_bytes
+            if not message.get("more_body", False):
+                break
+        if too_large:
             if self.on_reject:
                 self.on_reject("body_size")
-            return await _reject(send, 413, message)
-        seen = 0
-        started = False
+            return await _reject(send, 413, f"request body over the limit of {self.max_bytes} bytes")
+        body, delivered = b"".join(parts), False
 
-        async def limited_receive():
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return msg
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-        async def tracking_send(msg):
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if self.on_reject:
-                self.on_reject("body_size")
-            if not started:
-                await _reject(send, 413, message)
-
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 class TokenBucketLimiter:

@@ -1,0 +1,125 @@
+// The dualrec web page: plain JavaScript against the service's JSON API, no build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const watched = [];          // [{item, title}] oldest first
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+async function api(method, path, body, headers) {
+  const response = await fetch(path, {
+    method,
+    headers: Object.assign({"Content-Type": "application/json"}, headers || {}),
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = data.detail;
+    let text = typeof detail === "string" ? detail : JSON.stringify(detail);
+    if (detail && detail.unknown) {
+      text = detail.message + ": " + detail.unknown.map((u) => u.title || u.item).join(", ");
+    }
+    throw new Error(`${response.status}: ${text}`);
+  }
+  return data;
+}
+
+function renderWatched() {
+  const list = $("watched");
+  list.replaceChildren(...watched.map((w, i) => {
+    const li = document.createElement("li");
+    li.textContent = w.title;
+    if (!$("user").value) {     // stored events are permanent; an ad-hoc history can be edited
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "remove";
+      remove.addEventListener("click", () => { watched.splice(i, 1); renderWatched(); });
+      li.appendChild(remove);
+    }
+    return li;
+  }));
+  $("watched-count").textContent = String(watched.length);
+}
+
+async function pick(item) {
+  showError("");
+  const user = $("user").value.trim();
+  try {
+    if (user) {
+      await api("POST", `/users/${encodeURIComponent(user)}/events`, {events: [{item: item.item}]},
+                {"Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()});
+    }
+    watched.push(item);
+    renderWatched();
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+let searchTimer = null;
+async function search() {
+  const q = $("search").value.trim();
+  try {
+    const data = await api("GET", `/items?q=${encodeURIComponent(q)}&limit=20`);
+    $("results").replaceChildren(...data.items.map((it) => {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.item = String(it.item);
+      button.textContent = it.title + " ";
+      const genres = document.createElement("span");
+      genres.className = "genres";
+      genres.textContent = it.genres.join(", ");
+      button.appendChild(genres);
+      button.addEventListener("click", () => pick(it));
+      li.appendChild(button);
+      return li;
+    }));
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+async function recommend() {
+  showError("");
+  const user = $("user").value.trim();
+  const k = Number($("k").value) || 10;
+  const model = $("model").value;
+  $("recommend").disabled = true;
+  try {
+    const data = user
+      ? await api("GET", `/users/${encodeURIComponent(user)}/recommendations?k=${k}&model=${model}`)
+      : await api("POST", "/recommendations", {history: watched.map((w) => w.item), k, model});
+    $("recs").replaceChildren(...data.items.map((it) => {
+      const li = document.createElement("li");
+      li.dataset.item = String(it.item);
+      li.textContent = it.title;
+      const genres = document.createElement("span");
+      genres.className = "genres";
+      genres.textContent = " " + it.genres.join(", ");
+      const score = document.createElement("span");
+      score.className = "score";
+      score.textContent = it.score.toFixed(4);
+      li.append(genres, score);
+      return li;
+    }));
+    $("lstm-suggestion").textContent = data.lstm_suggestion || "-";
+    $("llm-text").textContent = data.llm_text || "-";
+    $("fallback").hidden = !data.fallback;
+    $("fallback").textContent = data.fallback ? "Fallback: " + data.fallback_reason : "";
+    $("meta").textContent = `${data.model}, history of ${data.history_length}, ${data.timings_ms.total} ms`;
+    $("answer").hidden = false;
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    $("recommend").disabled = false;
+  }
+}
+
+$("search").addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(search, 150); });
+$("user").addEventListener("change", renderWatched);
+$("recommend").addEventListener("click", recommend);
+search();

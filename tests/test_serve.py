@@ -1,0 +1,437 @@
+"""The recommendation service against a real small LSTM trained on real MovieLens rows, a real SQLite file (and a
+throwaway PostgreSQL cluster when installed), real uvicorn sockets on 127.0.0.1 and a real headless Chromium."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from dualrec.serve.app import ServeSettings, create_app, load_recommender
+from dualrec.serve.limits import Limits
+
+fastapi_testclient = pytest.importorskip("fastapi.testclient")
+TestClient = fastapi_testclient.TestClient
+
+NO_RATE = Limits(rate_per_s=0)
+
+
+# ---- fixtures: a real trained model, databases, servers -------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def model_dir(ml1m_small, tmp_path_factory):
+    """A small real LSTM (300 windows, 1 epoch: seconds) saved as `dualrec train` saves a model."""
+    from dualrec.models import build_model
+
+    model = build_model("lstm", {"epochs": 1, "max_windows": 300, "progress": False, "seed": 7})
+    model.fit(ml1m_small.sequences(), ml1m_small.catalog)
+    return model.save(tmp_path_factory.mktemp("run") / "model")
+
+
+@pytest.fixture(scope="session")
+def lstm(model_dir):
+    return load_recommender(model_dir)
+
+
+@pytest.fixture(scope="session")
+def user_histories(ml1m_small):
+    seqs = ml1m_small.sequences()
+    return [seqs[i][:40] for i in range(40)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (a free port), stopped after the session; skipped if absent."""
+    pytest.importorskip("psycopg", reason="psycopg (the serve extra) not installed")
+    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.skip("PostgreSQL not installed (no initdb/pg_ctl; Debian package `postgresql`)")
+    pg_ctl = str(Path(initdb).resolve().parent / "pg_ctl")
+    base = Path(tempfile.mkdtemp(prefix="dualrec-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as the postgres user
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(base, "postgres")
+    data, port = base / "data", _free_port()
+    subprocess.run(as_user + [str(initdb), "-D", str(data), "--auth=trust", "-U", "postgres", "--no-sync"],
+                   check=True, capture_output=True)
+    subprocess.run(as_user + [pg_ctl, "-D", str(data), "-l", str(base / "log"), "-w", "start", "-o",
+                              f"-p {port} -c listen_addresses=127.0.0.1 -k {base}"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh database: a new SQLite file, or a new database in the throwaway PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "events.db")
+    import psycopg
+
+    server = request.getfixturevalue("postgres_url")
+    name = f"t_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
+def make_app(lstm, db, **kw):
+    recommenders = {"lstm": lstm, **kw.pop("recommenders", {})}
+    return create_app(ServeSettings(model="unused", db=str(db), **kw), recommenders=recommenders)
+
+
+@contextlib.contextmanager
+def uvicorn_server(app):
+    """The app on a real socket: uvicorn in a thread on 127.0.0.1, a free port."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def cli_server(model_dir: Path, db: Path, *extra: str):
+    """`dualrec serve` in its own process (the real command), stopped with SIGKILL or SIGINT by the test."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dualrec.cli", "serve", "--model", str(model_dir), "--db", str(db),
+                             "--port", str(port), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("dualrec serve did not start:\n" + proc.stdout.read().decode(errors="replace"))
+        time.sleep(0.2)
+    try:
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def _metric(text: str, line_prefix: str) -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_prefix)]
+    return sum(values)
+
+
+# ---- durability, idempotency, concurrency (SQLite and PostgreSQL) ---------------------------------------------
+
+def test_events_persist_across_restart_and_change_the_next_answer(lstm, db_url):
+    with TestClient(make_app(lstm, db_url, limits=NO_RATE)) as client:
+        r = client.post("/users/alice/events", json={"events": [
+            {"item": 1193, "timestamp": 100.0}, {"title": "Toy Story", "timestamp": "1970-01-01T00:03:20Z"}]})
+        assert r.status_code == 201, r.text
+        assert [e["item"] for e in r.json()["events"]] == [1193, 1]
+        assert r.json()["events"][1]["title"] == "Toy Story (1995)"
+        first = client.get("/users/alice/recommendations", params={"k": 10}).json()
+    # a new app on the same database: the events are there, in timestamp order
+    with TestClient(make_app(lstm, db_url, limits=NO_RATE)) as client:
+        again = client.get("/users/alice/recommendations", params={"k": 10}).json()
+        assert again["history_length"] == 2
+        assert [i["item"] for i in again["items"]] == [i["item"] for i in first["items"]]
+        assert client.app.state.store.history("alice") == ([1193, 1], [100.0, 200.0])
+        # watching the top recommendation changes the very next answer: it leaves the list (history is masked)
+        top = again["items"][0]["item"]
+        assert client.post("/users/alice/events", json={"events": [{"item": top}]}).status_code == 201
+        after = client.get("/users/alice/recommendations", params={"k": 10}).json()
+        assert after["history_length"] == 3
+        assert top not in [i["item"] for i in after["items"]]
+        expected = lstm.recommend([np.array([1193, 1, top])], 10).items[0].tolist()
+        assert [i["item"] for i in after["items"]] == expected
+
+
+def test_idempotent_retries_do_not_duplicate(lstm, db_url):
+    body = {"events": [{"item": 1193}, {"item": 260}]}
+    with TestClient(make_app(lstm, db_url, limits=NO_RATE)) as client:
+        first = client.post("/users/bob/events", json=body, headers={"Idempotency-Key": "k-1"})
+        retry = client.post("/users/bob/events", json=body, headers={"Idempotency-Key": "k-1"})
+        assert (first.status_code, retry.status_code) == (201, 200)
+        assert retry.json()["replayed"] is True and first.json()["replayed"] is False
+        assert retry.json()["events"] == first.json()["events"]  # same timestamps: the stored answer, not a new one
+        assert client.app.state.store.count_events("bob") == 2
+        conflict = client.post("/users/bob/events", json={"events": [{"item": 1}]}, headers={"Idempotency-Key": "k-1"})
+        assert conflict.status_code == 409 and "k-1" in conflict.json()["detail"]
+        # the same key for another user is another key
+        assert client.post("/users/carol/events", json=body, headers={"Idempotency-Key": "k-1"}).status_code == 201
+        assert client.app.state.store.count_events("bob") == 2
+        metrics = client.get("/metrics").text
+        assert _metric(metrics, "dualrec_events_stored_total") == 4
+
+
+def test_concurrent_writers_lose_nothing(lstm, db_url):
+    """16 threads post over real sockets at once; duplicates of one key race each other; every event is kept once."""
+    app = make_app(lstm, db_url, limits=NO_RATE)
+    n_threads, posts = 16, 12
+    items = lstm.catalog.ids[:50].tolist()
+    with uvicorn_server(app) as url:
+        def writer(t: int) -> list[int]:
+            codes = []
+            with httpx.Client(base_url=url, timeout=60) as c:
+                for p in range(posts):
+                    user = f"u{(t + p) % 4}"   # writers share users, so rows of one user interleave
+                    ev = [{"item": items[(t * posts + p + j) % 50], "timestamp": t * 1000 + p + j / 10} for j in range(3)]
+                    codes.append(c.post(f"/users/{user}/events", json={"events": ev}).status_code)
+                # every thread also retries one shared key: exactly one of them stores it
+                codes.append(c.post("/users/shared/events", json={"events": [{"item": items[0]}]},
+                                    headers={"Idempotency-Key": "race"}).status_code)
+            return codes
+
+        with cf.ThreadPoolExecutor(n_threads) as pool:
+            codes = [c for cs in pool.map(writer, range(n_threads)) for c in cs]
+        store = app.state.store
+        assert codes.count(201) == n_threads * posts + 1 and codes.count(200) == n_threads - 1
+        assert sum(store.count_events(f"u{i}") for i in range(4)) == n_threads * posts * 3
+        assert store.count_events("shared") == 1
+        hist, stamps = store.history("u0")
+        assert stamps == sorted(stamps) and len(hist) == store.count_events("u0")
+
+
+def test_sqlite_is_one_wal_file_created_on_first_start(lstm, tmp_path):
+    db = tmp_path / "sub" / "events.db"
+    with TestClient(make_app(lstm, db)) as client:
+        assert db.exists()
+        with client.app.state.store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def test_events_answered_2xx_survive_a_killed_server(model_dir, tmp_path):
+    """`dualrec serve` is killed with SIGKILL right after answering; a new process finds every event."""
+    db = tmp_path / "crash.db"
+    with cli_server(model_dir, db) as (url, proc):
+        for i, item in enumerate([1193, 661, 914, 3408]):
+            r = httpx.post(f"{url}/users/dora/events", json={"events": [{"item": item, "timestamp": i}]})
+            assert r.status_code == 201
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    with cli_server(model_dir, db) as (url, proc):
+        r = httpx.get(f"{url}/users/dora/recommendations", params={"k": 5})
+        assert r.status_code == 200 and r.json()["history_length"] == 4
+        assert len(r.json()["items"]) == 5
+        proc.send_signal(signal.SIGINT)  # a clean shutdown too
+        assert proc.wait(20) == 0
+
+
+# ---- answers ---------------------------------------------------------------------------------------------------
+
+def test_adhoc_recommendations_match_the_model_and_carry_item_details(lstm, tmp_path):
+    with TestClient(make_app(lstm, tmp_path / "e.db")) as client:
+        r = client.post("/recommendations", json={"history": [1193, "Star Wars: Episode IV - A New Hope (1977)"],
+                                                   "k": 7})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["model"] == "lstm" and out["history_length"] == 2 and out["fallback"] is False
+        expected = lstm.recommend([np.array([1193, 260])], 7)
+        assert [i["item"] for i in out["items"]] == expected.items[0].tolist()
+        np.testing.assert_allclose([i["score"] for i in out["items"]], expected.scores[0], rtol=1e-5)
+        first = out["items"][0]
+        assert first == {**lstm.catalog.describe(first["item"]), "rank": 1, "score": first["score"]}
+        assert [i["rank"] for i in out["items"]] == list(range(1, 8))
+        # the cold start call: an empty history is allowed here
+        assert len(client.post("/recommendations", json={"history": [], "k": 3}).json()["items"]) == 3
+
+
+def test_concurrent_requests_are_micro_batched_with_the_same_answers(lstm, user_histories, tmp_path):
+    app = make_app(lstm, tmp_path / "e.db", limits=NO_RATE, batch_wait_ms=50, max_batch=16)
+    with uvicorn_server(app) as url:
+        def ask(h):
+            return httpx.post(f"{url}/recommendations", json={"history": h.tolist(), "k": 5}, timeout=60).json()
+
+        with cf.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(ask, user_histories[:16]))
+        metrics = httpx.get(f"{url}/metrics").text
+    assert max(a["batch_size"] for a in answers) > 1
+    calls = _metric(metrics, 'dualrec_model_batch_size_count{model="lstm"}')
+    assert calls < 16 and _metric(metrics, 'dualrec_model_batch_size_sum{model="lstm"}') == 16
+    expected = lstm.recommend(user_histories[:16], 5)
+    for a, items in zip(answers, expected.items):
+        assert [i["item"] for i in a["items"]] == items.tolist()
+
+
+def test_llm_budget_falls_back_to_the_lstm_ranking(lstm, model_dir, user_histories, tmp_path):
+    """A real second recommender in the DUALRec slot, with a budget shorter than one batched call: the answer is the
+    LSTM ranking, flagged; with a generous budget the same server answers from that model, unflagged."""
+    slow = load_recommender(model_dir)  # a real model; no call of it fits in 1 ms after a 20 ms batching wait
+    history = user_histories[0].tolist()
+    tight = make_app(lstm, tmp_path / "a.db", recommenders={"dualrec": slow}, llm_budget_s=0.001, batch_wait_ms=20)
+    with TestClient(tight) as client:
+        r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
+        assert r["fallback"] is True and "budget of 0.001s" in r["fallback_reason"]
+        assert [i["item"] for i in r["items"]] == lstm.recommend([np.array(history)], 5).items[0].tolist()
+        metrics = client.get("/metrics").text
+        assert _metric(metrics, 'dualrec_llm_fallbacks_total{reason="budget"}') == 1
+        assert _metric(metrics, 'dualrec_model_batch_size_count{model="dualrec"}') == 0  # dropped before the call
+    generous = make_app(lstm, tmp_path / "b.db", recommenders={"dualrec": slow}, llm_budget_s=30)
+    with TestClient(generous) as client:
+        r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
+        assert r["model"] == "dualrec" and r["fallback"] is False and r["fallback_reason"] is None
+
+
+# ---- input limits and errors ------------------------------------------------------------------------------------
+
+def test_bad_inputs_get_clear_4xx(lstm, tmp_path):
+    limits = Limits(max_history=20, max_k=50, max_body_bytes=2000, rate_per_s=0)
+    with TestClient(make_app(lstm, tmp_path / "e.db", limits=limits)) as client:
+        r = client.post("/users/eve/events", json={"events": [{"item": 1193}, {"item": 99999999},
+                                                               {"title": "Qwxz Blorf Unfilmed"}]})
+        assert r.status_code == 422
+        unknown = r.json()["detail"]["unknown"]
+        assert [(u["index"], u.get("item"), u.get("title")) for u in unknown] == [
+            (1, 99999999, None), (2, None, "Qwxz Blorf Unfilmed")]
+        assert client.app.state.store.count_events("eve") == 0  # nothing stored from a refused post
+        cases = [
+            ("post", "/users/eve/events", {"events": [{"item": 1, "title": "Heat"}]}, 422, "exactly one"),
+            ("post", "/users/eve/events", {"events": []}, 422, "at least 1"),
+            ("post", "/users/bad%20id/events", {"events": [{"item": 1}]}, 422, "pattern"),
+            ("get", "/users/eve/recommendations?k=0", None, 422, "greater than or equal"),
+            ("get", "/users/eve/recommendations?k=51", None, 422, "less than or equal"),
+            ("get", "/users/eve/recommendations?model=gpt", None, 422, "lstm"),
+            ("get", "/users/nobody/recommendations", None, 404, "no stored events for user 'nobody'"),
+            ("post", "/recommendations", {"history": list(range(1, 30))}, 422, "at most 20"),
+            ("post", "/recommendations", {"history": [1], "model": "dualrec"}, 422, "--dualrec"),
+            ("post", "/recommendations", {"history": [1], "k": "ten"}, 422, "integer"),
+        ]
+        for method, path, body, status, message in cases:
+            r = getattr(client, method)(path, json=body) if body is not None else getattr(client, method)(path)
+            assert r.status_code == status, (path, body, r.text)
+            assert message in r.text, (path, body, r.text)
+        r = client.post("/recommendations", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "json" in r.text.lower()
+        r = client.post("/recommendations", json={"history": ["x" * 100] * 20})
+        assert r.status_code == 413 and "2000 bytes" in r.json()["detail"]
+
+        def chunks():  # no Content-Length: refused while streaming
+            for _ in range(10):
+                yield b" " * 500
+        r = client.post("/recommendations", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert _metric(client.get("/metrics").text, 'dualrec_requests_rejected_total{reason="body_size"}') == 2
+
+
+def test_rate_limit_per_client(lstm, tmp_path):
+    with TestClient(make_app(lstm, tmp_path / "e.db", limits=Limits(rate_per_s=1, rate_burst=3))) as client:
+        codes = [client.get("/items", params={"q": "heat"}).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+        r = client.get("/items")
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "rate limit" in r.json()["detail"]
+        assert client.get("/healthz").status_code == 200  # probes are never limited
+
+
+def test_server_errors_hide_the_stack_trace(lstm, tmp_path):
+    app = make_app(lstm, tmp_path / "e.db")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        with app.state.store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE events")  # a broken database: a real failure inside the endpoint
+        r = client.post("/users/eve/events", json={"events": [{"item": 1}]})
+        assert r.status_code == 500
+        assert r.json()["detail"].startswith("internal server error (log reference ")
+        assert "Traceback" not in r.text and "events" not in r.text
+        assert client.get("/healthz").status_code == 200  # the database answers; the table is what is gone
+
+
+# ---- observability, spec, page ---------------------------------------------------------------------------------
+
+def test_healthz_metrics_and_openapi(lstm, tmp_path):
+    with TestClient(make_app(lstm, tmp_path / "e.db")) as client:
+        health = client.get("/healthz").json()
+        assert health == {"status": "ok", "database": "ok", "models": {"lstm": "MultimodalLSTM"},
+                          "catalog_items": len(lstm.catalog)}
+        client.post("/recommendations", json={"history": [1], "k": 3})
+        client.get("/users/zed/recommendations")
+        text = client.get("/metrics").text
+        assert _metric(text, 'dualrec_http_requests_total{method="POST",route="/recommendations",status="200"}') == 1
+        assert _metric(text, 'dualrec_http_requests_total{method="GET",route="/users/{user_id}/recommendations",'
+                             'status="404"}') == 1
+        assert _metric(text, 'dualrec_http_request_duration_seconds_count{method="POST",route="/recommendations"}') == 1
+        assert "# TYPE dualrec_llm_fallbacks_total counter" in text
+        spec = client.get("/openapi.json").json()
+        assert {"/users/{user_id}/events", "/users/{user_id}/recommendations", "/recommendations", "/healthz",
+                "/metrics"} <= set(spec["paths"])
+        assert client.get("/").headers["content-type"].startswith("text/html")
+        items = client.get("/items", params={"q": "toy story"}).json()["items"]
+        assert items and all("toy story" in i["title"].lower() for i in items)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_web_page_in_headless_chromium(lstm, tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (Debian package `chromium`)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (test extra) not installed")
+    app = make_app(lstm, tmp_path / "e.db", limits=NO_RATE)
+    with uvicorn_server(app) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)  # a fresh profile dir
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            picked = []
+            for query in ("Toy Story", "Star Wars"):
+                page.fill("#search", query)
+                first = page.locator("#results button").first
+                page.wait_for_function("q => document.querySelector('#results button')?.textContent.includes(q)",
+                                       arg=query)
+                picked.append(int(first.get_attribute("data-item")))
+                first.click()
+            page.wait_for_function("() => document.querySelectorAll('#watched li').length === 2")
+            page.fill("#k", "8")
+            page.click("#recommend")
+            page.wait_for_selector("#answer:not([hidden]) #recs li")
+            shown = [int(x) for x in page.locator("#recs li").evaluate_all("els => els.map(e => e.dataset.item)")]
+            assert shown == lstm.recommend([np.array(picked)], 8).items[0].tolist()
+            assert page.locator("#fallback").is_hidden()
+            # stored-user mode: picks become events, the answer comes from the stored history
+            page.fill("#user", "web-user")
+            page.fill("#search", "Fargo")
+            page.wait_for_function("() => document.querySelector('#results button')?.textContent.includes('Fargo')")
+            page.locator("#results button").first.click()
+            page.wait_for_function("() => document.querySelectorAll('#watched li').length === 3")
+            assert app.state.store.count_events("web-user") == 1
+            page.select_option("#model", "dualrec")
+            page.click("#recommend")
+            page.wait_for_selector("#error:not([hidden])")
+            assert "--dualrec" in page.inner_text("#error")
+        finally:
+            browser.close()
