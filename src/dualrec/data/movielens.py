@@ -99,7 +99,8 @@ def _finish(frame: pd.DataFrame, catalog: Catalog, path: Path, report: LoadRepor
     unknown = ~catalog.has(frame["item"].to_numpy())
     if unknown.any():
         first = frame[unknown].iloc[0]
-        report.skip("unknown item id", f"{path.name}:{first.line}: item {first['item']} not in the item file", errors,
+        report.skip("unknown item id", f"{path.name}:{int(first.line)}: item {int(first['item'])} not in the item file",
+                    errors,
                     count=int(unknown.sum()))
         frame = frame[~unknown]
     dup = frame.duplicated(["user", "item"], keep=False)
@@ -108,7 +109,8 @@ def _finish(frame: pd.DataFrame, catalog: Catalog, path: Path, report: LoadRepor
         drop = order.duplicated(["user", "item"], keep="last")
         first = order[drop].iloc[0]
         report.skip("duplicate (user, item) rating, kept the latest",
-                    f"{path.name}:{first.line}: user {first.user} item {first['item']}", errors, count=int(drop.sum()))
+                    f"{path.name}:{int(first.line)}: user {int(first.user)} item {int(first['item'])}", errors,
+                    count=int(drop.sum()))
         frame = frame.drop(index=order.index[drop.to_numpy()])
     report.kept = len(frame)
     return frame.reset_index(drop=True)

@@ -1,0 +1,47 @@
+"""Protocols: what the model may see, and what it is scored on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dualrec.evaluation.protocols import make_split
+
+
+def test_strict_leave_one_out_has_no_future_in_inputs(ml1m_top1000):
+    seqs = ml1m_top1000.sequences()
+    sp = make_split(seqs, "strict")
+    assert len(sp.test) == len(seqs)  # every user with 3+ items is tested, none sampled
+    for i in range(0, len(seqs), 97):
+        full, times = seqs[i], seqs.times[seqs.offsets[i]:seqs.offsets[i + 1]]
+        j = int(np.flatnonzero(sp.train.users == seqs.users[i])[0])
+        assert np.array_equal(sp.train[j], full[:-2])
+        assert np.array_equal(sp.valid.histories[i], full[:-2]) and sp.valid.targets[i].tolist() == [full[-2]]
+        assert np.array_equal(sp.test.histories[i], full[:-1]) and sp.test.targets[i].tolist() == [full[-1]]
+        # no training item of this user is later in time than the validation target
+        assert times[: len(full) - 2].max() <= times[-2]
+
+
+def test_paper_split_keeps_users_in_one_split(ml1m_top1000):
+    sp = make_split(ml1m_top1000.sequences(), "paper")
+    train, valid, test = set(sp.train.users), set(sp.valid.users), set(sp.test.users)
+    assert not (train & valid) and not (train & test) and not (valid & test)
+    # the authors cut rows in file (user id) order: test users are the highest ids
+    assert min(test) > max(valid) > max(train)
+    assert all(len(t) == 5 for t in sp.test.targets)
+    n_rows = sp.train.lengths.sum()
+    assert 0.65 < n_rows / len(ml1m_top1000.interactions) < 0.72
+
+
+def test_chrono_split_is_a_global_time_cut(ml1m_top1000):
+    seqs = ml1m_top1000.sequences()
+    sp = make_split(seqs, "chrono")
+    t1, t2 = sp.counts["time_cuts"]
+    assert sp.train.times.max() <= t1
+    # every test target happened after the second cut; its history holds only earlier items of that user
+    lookup = {u: i for i, u in enumerate(seqs.users)}
+    for c in range(0, len(sp.test), 1000):
+        i = lookup[sp.test.users[c]]
+        full, times = seqs[i], seqs.times[seqs.offsets[i]:seqs.offsets[i + 1]]
+        pos = len(sp.test.histories[c])
+        assert full[pos] == sp.test.targets[c][0] and times[pos] > t2
+        assert np.array_equal(full[:pos], sp.test.histories[c])
