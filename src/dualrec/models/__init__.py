@@ -11,6 +11,7 @@ from dualrec.models.base import ModelConfig, Recommendations, Recommender, Scori
 MODELS: dict[str, str] = {
     "mostpop": "dualrec.models.mostpop:MostPop",
     "lstm": "dualrec.models.lstm:MultimodalLSTM",
+    "dualrec": "dualrec.models.dualrec:DualRec",
 }
 
 

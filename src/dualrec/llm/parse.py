@@ -1,0 +1,107 @@
+"""Turn an LLM's free text into catalog items: extract title lines, then ground each through the Catalog.
+
+Real outputs are messy: chatty preambles ("Based on the user's preference ... here are three:"), numbered lists
+("1.", "2)", "#3"), bullets ("-", "*", "•"), markdown bold, quoted titles, "Title (Year) Genres: ..." or
+"Title (Year) - because ..." on one line, "Genres: ..." on lines of their own, closing remarks. We keep a line when
+it is a list entry, or when it carries a "(YYYY)" year; from it we take the text up to and including the first year,
+else the text before a separator (" - ", ":", " — ", "Genres"). Nothing is guessed beyond that: a title the catalog
+does not know is counted as *ungrounded* (the hallucination rate) and never ranked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dualrec.data.catalog import Catalog, match_key
+
+_LIST_MARK = re.compile(r"^\s*(?:(?:#?\d{1,2}\s*[.):\]]|[-*•·+–—]|\(\d{1,2}\))\s*)+")
+_TITLE_WITH_YEAR = re.compile(r"^(?P<title>.+?\(\s*(?:19|20)\d{2}\s*\))")
+_SEPARATORS = re.compile(r"\s+[-–—|]\s+|:\s|\s+Genres?\b|\s+\[", re.IGNORECASE)
+_NOT_TITLES = re.compile(r"^(?:genres?|genre\(s\)|why|reason|because|note|description|year|director|"
+                         r"starring|rating|summary|plot)\b", re.IGNORECASE)
+_MARKUP = re.compile(r"[*_`]+")
+_QUOTES = "\"'“”‘’«»"
+MAX_TITLE_WORDS = 14
+
+
+def extract_titles(text: str | None, limit: int | None = None, truncated: bool = False) -> list[str]:
+    """Title strings in the order the LLM wrote them, duplicates (same match key) dropped. ``truncated``: the text
+    was cut by the token limit, so its last line is partial ("- The Last") and is ignored."""
+    if not text:
+        return []
+    out: list[str] = []
+    seen: set[str] = set()
+    lines = text.splitlines()
+    if truncated and lines and not text.endswith("\n"):
+        lines = lines[:-1]
+    for raw in lines:
+        line = _MARKUP.sub("", raw).strip()
+        if not line:
+            continue
+        listed = bool(_LIST_MARK.match(line))
+        body = _LIST_MARK.sub("", line).strip()
+        if not body or _NOT_TITLES.match(body):
+            continue
+        m = _TITLE_WITH_YEAR.match(body)
+        if m:
+            title = m.group("title")
+        elif listed:
+            title = _SEPARATORS.split(body, maxsplit=1)[0]
+        else:
+            continue  # prose without a year: a preamble or a remark
+        title = _clean(title)
+        if not title or len(title.split()) > MAX_TITLE_WORDS or title.endswith(":"):
+            continue
+        key = match_key(title)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(title)
+            if limit and len(out) >= limit:
+                break
+    return out
+
+
+def _clean(title: str) -> str:
+    # '"Tarzan" (1999)' -> 'Tarzan (1999)'
+    title = re.sub(r"^\s*[" + _QUOTES + r"](.+?)[" + _QUOTES + r"]\s*(\(\s*\d{4}\s*\))\s*$", r"\1 \2", title)
+    title = title.strip().strip(_QUOTES).strip()
+    title = re.sub(r"\s*\(\s*(\d{4})\s*\)", r" (\1)", title)
+    return re.sub(r"\s+", " ", title).strip(" ,;.")
+
+
+@dataclass
+class ParsedOutput:
+    """Grounded items (catalog ids, in the LLM's order, not in the history, no duplicates) and what was lost."""
+
+    titles: list[str]
+    items: list[int]
+    ungrounded: list[str] = field(default_factory=list)
+    in_history: list[str] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def ground_titles(titles: list[str], catalog: Catalog, history: np.ndarray, min_score: float = 80.0) -> ParsedOutput:
+    """Ground each title (Catalog.ground_many, one vectorised call). A title naming a movie of the user's history is
+    real but not a recommendation: it is reported in ``in_history``, not as a hallucination."""
+    grounded = catalog.ground_many(titles, min_score=min_score)
+    hist = set(int(i) for i in history)
+    items: list[int] = []
+    out = ParsedOutput(titles, items)
+    for g in grounded:
+        if g.item is None:
+            out.ungrounded.append(g.text)
+        elif g.item in hist:
+            out.in_history.append(g.text)
+        elif g.item in items:
+            out.duplicates += 1
+        else:
+            items.append(g.item)
+    return out
+
+
+def parse_and_ground(text: str | None, catalog: Catalog, history: np.ndarray, limit: int | None = None,
+                     min_score: float = 80.0, truncated: bool = False) -> ParsedOutput:
+    return ground_titles(extract_titles(text, limit, truncated), catalog, history, min_score)

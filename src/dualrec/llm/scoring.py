@@ -1,0 +1,94 @@
+"""Log-likelihood of answer tokens, computed where it is needed only; and candidate scoring (beyond the paper).
+
+The embedded model's vocabulary has 262,144 tokens, so the LM head dominates time and memory: a full
+``model(**batch).logits`` on 4x256 tokens is a 1 GB tensor. :func:`token_logprobs` runs the decoder, keeps the hidden
+states of the positions whose next token we score, and applies the LM head to those rows only. LoRA training
+(``finetune.py``) and candidate scoring share it.
+
+Candidate scoring (issue 3, "make the LLM's list a real ranking"): given the Stage-2 prompt (ending where the answer's
+first title starts, after "1."), each of the Stage-1 model's top-N candidates is scored by
+``log p(" Title (Year)" | prompt)``, the sum over its tokens. The prompt is encoded ONCE per user; its KV cache is
+repeated for the N candidates, which then run as one batch of short sequences (the prompt is not recomputed N
+times). Candidates come back ordered by that score: a ranking of N distinct real items, nothing hallucinated.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def _parts(model):
+    """(decoder, lm_head, final_logit_softcapping) of a causal LM, through a peft wrapper if there is one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
+
+
+def token_logprobs(model, hidden, targets):
+    """``log p(targets)`` from decoder hidden states ``[M, H]`` (the rows that predict ``targets [M]``)."""
+    import torch
+
+    _, head, cap = _parts(model)
+    logits = head(hidden).float()
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+
+
+def answer_logprobs(model, input_ids, attention_mask, answer_mask):
+    """Per-token ``log p`` of every position flagged in ``answer_mask`` (``[B, T]`` bool, the answer tokens) given
+    all tokens before it, in one decoder pass. Returns ``(logprobs [M], row index [M])``; differentiable."""
+    decoder, _, _ = _parts(model)
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    predict = answer_mask[:, 1:]                       # position t predicts token t+1
+    rows = predict.nonzero(as_tuple=True)
+    h = hidden[:, :-1][rows]
+    targets = input_ids[:, 1:][rows]
+    return token_logprobs(model, h, targets), rows[0]
+
+
+def candidate_texts(catalog, items: Sequence[int]) -> list[str]:
+    """What a candidate looks like right after "1." in an answer: ``" Title (Year)"``."""
+    return [" " + t for t in catalog.titles(items)]
+
+
+def score_candidates(model, tokenizer, prompt: str, candidates: Sequence[str], length_normalise: bool = False
+                     ) -> np.ndarray:
+    """``sum log p(candidate tokens | prompt)`` for each candidate (optionally divided by its token count).
+
+    The prompt runs once; its KV cache is repeated for the candidates, which run as one right-padded batch.
+    """
+    import torch
+
+    if not len(candidates):
+        return np.zeros(0, np.float32)
+    decoder, _, _ = _parts(model)
+    device = next(model.parameters()).device
+    p_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
+    cand = tokenizer(list(candidates), add_special_tokens=False).input_ids
+    n, t_max = len(cand), max(len(c) for c in cand)
+    ids = torch.full((n, t_max), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((n, t_max), dtype=torch.long)
+    for i, c in enumerate(cand):
+        ids[i, :len(c)] = torch.tensor(c)
+        mask[i, :len(c)] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    P = p_ids.shape[1]
+    with torch.inference_mode():
+        out = decoder(input_ids=p_ids, use_cache=True)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        first = token_logprobs(model, out.last_hidden_state[:, -1].expand(n, -1), ids[:, 0])  # token 0 | prompt
+        full_mask = torch.cat([torch.ones((n, P), dtype=torch.long, device=device), mask], dim=1)
+        pos = torch.arange(P, P + t_max, device=device)[None].expand(n, -1)
+        hidden = decoder(input_ids=ids, attention_mask=full_mask, past_key_values=cache, position_ids=pos,
+                         use_cache=True).last_hidden_state
+        rows = mask[:, 1:].bool().nonzero(as_tuple=True)
+        rest = token_logprobs(model, hidden[:, :-1][rows], ids[:, 1:][rows])
+        total = first.clone()
+        total.index_add_(0, rows[0], rest)
+    total = total.float().cpu().numpy()
+    if length_normalise:
+        total = total / mask.sum(1).cpu().numpy()
+    return total.astype(np.float32)
