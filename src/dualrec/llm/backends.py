@@ -124,7 +124,8 @@ OPENROUTER_URL = "https://openrouter.ai/api/v1"
 
 class OpenAICompatibleBackend(LLMBackend):
     """An OpenAI-compatible server. ``endpoint="chat"`` sends ``system`` + the prompt as messages (the paper's
-    OpenRouter call); ``"completions"`` sends the raw prompt (base models, llama.cpp's server).
+    OpenRouter call); ``"completions"`` sends the raw prompt (base models, llama.cpp's server). ``extra_body`` adds
+    server-specific fields (llama.cpp: ``{"repeat_penalty": 1.0}``; vLLM: ``{"repetition_penalty": 1.0}``).
 
     Example, the paper's setting: ``OpenAICompatibleBackend(OPENROUTER_URL, "deepseek/deepseek-chat",
     api_key_env="OPENROUTER_API_KEY", endpoint="chat")`` with ``SamplingParams(300, 0.7, 0.9)``.
@@ -134,8 +135,10 @@ class OpenAICompatibleBackend(LLMBackend):
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None, endpoint: str = "completions",
                  system: str | None = None, timeout: float = 60.0, max_retries: int = 4, backoff: float = 0.5,
-                 max_backoff: float = 30.0, concurrency: int = 4, cache: ResponseCache | str | Path | None = None):
+                 max_backoff: float = 30.0, concurrency: int = 4, extra_body: dict | None = None,
+                 cache: ResponseCache | str | Path | None = None):
         super().__init__(cache)
+        self.extra_body = dict(extra_body or {})
         if endpoint not in ("completions", "chat"):
             raise ValueError(f"endpoint must be 'completions' or 'chat', got {endpoint!r}")
         self.base_url = base_url.rstrip("/")
@@ -149,7 +152,7 @@ class OpenAICompatibleBackend(LLMBackend):
 
     def identity(self) -> dict:
         return {"kind": self.kind, "base_url": self.base_url, "model": self.model, "endpoint": self.endpoint,
-                "system": self.system}
+                "system": self.system, "extra_body": self.extra_body}
 
     def _headers(self) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -165,8 +168,9 @@ class OpenAICompatibleBackend(LLMBackend):
                                 "top_p": p.top_p, "seed": p.seed}
         if p.stop:
             body["stop"] = list(p.stop)
-        if p.repeat_penalty != 1.0:
-            body["repeat_penalty"] = p.repeat_penalty
+        # server-specific fields (e.g. llama.cpp's repeat_penalty, which defaults to 1.1 there): the OpenAI API
+        # rejects unknown fields, so they are opt-in
+        body.update(self.extra_body)
         if self.endpoint == "chat":
             msgs = ([{"role": "system", "content": self.system}] if self.system else [])
             body["messages"] = msgs + [{"role": "user", "content": prompt}]
