@@ -252,6 +252,36 @@ def test_events_answered_2xx_survive_a_killed_server(model_dir, tmp_path):
         assert proc.wait(20) == 0
 
 
+def test_several_server_processes_share_postgresql(model_dir, postgres_url):
+    """`dualrec serve --workers 2` on one PostgreSQL database: writes through both processes all land."""
+    import psycopg
+
+    name = f"w_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    db = postgres_url.rsplit("/", 1)[0] + "/" + name
+    with cli_server(model_dir, db, "--workers", "2", "--rate", "0") as (url, proc):
+        pids, deadline = set(), time.monotonic() + 90
+        while len(pids) < 2 and time.monotonic() < deadline:  # new connections until both processes have answered
+            with contextlib.suppress(httpx.TransportError):
+                pids.add(httpx.get(url + "/healthz", timeout=30).json()["pid"])
+        assert len(pids) == 2
+
+        def writer(t: int) -> list[int]:
+            with httpx.Client(base_url=url, timeout=60) as c:  # a new connection each post: both workers get some
+                return [httpx.post(f"{url}/users/shared/events", json={"events": [{"item": 1193, "timestamp": t * 100 + p}]},
+                                   headers={"Idempotency-Key": f"{t}-{p}"}, timeout=60).status_code
+                        for p in range(10)] + [c.get("/healthz").status_code]
+
+        with cf.ThreadPoolExecutor(8) as pool:
+            codes = [c for cs in pool.map(writer, range(8)) for c in cs]
+        assert codes.count(201) == 80 and codes.count(200) == 8
+        r = httpx.get(f"{url}/users/shared/recommendations", params={"k": 3})
+        assert r.json()["history_length"] == 80
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+
+
 # ---- answers ---------------------------------------------------------------------------------------------------
 
 def test_adhoc_recommendations_match_the_model_and_carry_item_details(lstm, tmp_path):
@@ -375,7 +405,7 @@ def test_healthz_metrics_and_openapi(lstm, tmp_path):
     with TestClient(make_app(lstm, tmp_path / "e.db")) as client:
         health = client.get("/healthz").json()
         assert health == {"status": "ok", "database": "ok", "models": {"lstm": "MultimodalLSTM"},
-                          "catalog_items": len(lstm.catalog)}
+                          "catalog_items": len(lstm.catalog), "pid": os.getpid()}
         client.post("/recommendations", json={"history": [1], "k": 3})
         client.get("/users/zed/recommendations")
         text = client.get("/metrics").text

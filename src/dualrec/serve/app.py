@@ -29,6 +29,7 @@ Design choices where the issue is silent:
 # classes local to create_app.
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -112,6 +113,7 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
         recommenders["dualrec"] = load_recommender(settings.dualrec)
     ranker = recommenders["lstm"]
     catalog = ranker.catalog
+    item_info = functools.lru_cache(maxsize=None)(catalog.describe)  # pandas lookups once per item, not per answer
     metrics = Metrics()
     wait_s = settings.batch_wait_ms / 1000.0
     batchers = {name: MicroBatcher(m, name, settings.max_batch, wait_s, metrics) for name, m in recommenders.items()}
@@ -196,7 +198,7 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
         return ids
 
     def describe(ranked: Ranked) -> list[dict]:
-        return [{"rank": r, **catalog.describe(int(i)), "score": float(s)}
+        return [{"rank": r, **item_info(int(i)), "score": float(s)}
                 for r, (i, s) in enumerate(zip(ranked.items, ranked.scores), 1)]
 
     async def rank(history: np.ndarray, k: int, model: str) -> dict:
@@ -301,7 +303,7 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
         """Catalog items whose title contains ``q`` (case-insensitive), for pickers."""
         titles = catalog.items["title"]
         hits = catalog.items.index[titles.str.contains(q, case=False, regex=False)] if q else catalog.items.index
-        return {"items": [catalog.describe(int(catalog.ids[r])) for r in hits[:limit]], "total": int(len(hits))}
+        return {"items": [item_info(int(catalog.ids[r])) for r in hits[:limit]], "total": int(len(hits))}
 
     @app.get("/healthz")
     def healthz():
@@ -311,7 +313,8 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
             log.exception("health check: database unreachable")
             db_ok = False
         body = {"status": "ok" if db_ok else "degraded", "database": "ok" if db_ok else "unreachable",
-                "models": {name: type(m).__name__ for name, m in recommenders.items()}, "catalog_items": len(catalog)}
+                "models": {name: type(m).__name__ for name, m in recommenders.items()}, "catalog_items": len(catalog),
+                "pid": os.getpid()}
         return JSONResponse(body, status_code=200 if db_ok else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -347,7 +350,9 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, wo
 
     if workers > 1:
         os.environ[SETTINGS_ENV] = settings.to_json()
+        # Each worker loads torch and the models before it answers uvicorn's health pings; on a busy machine that
+        # can take longer than uvicorn's 5 s default, and the supervisor would kill a healthy worker mid-start.
         uvicorn.run("dualrec.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level)
+                    log_level=log_level, timeout_worker_healthcheck=120)
     else:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)

@@ -1,0 +1,174 @@
+"""Load benchmark of `dualrec serve` on loopback: throughput and p50/p95/p99 latency at 1, 8 and 32 clients.
+
+The server runs as its own process (the real `dualrec serve` command, SQLite store, rate limit off); this process
+seeds stored users with real ML-1M histories, then runs closed-loop clients (each sends its next request when the
+previous answer arrives) against ``GET /users/{id}/recommendations`` for each model path, plus one row of event
+writes. Every level is bounded by a request count *and* a time limit; nothing is asserted, figures are printed as a
+Markdown table for docs/benchmarks.md.
+
+    python bench/bench_serve.py --ratings ../shared/data/ml-1m-ratings-head/ratings.dat --data-dir ../shared/data \
+        [--model RUN] [--dualrec RUN] [--requests 400] [--seconds 30]
+
+Without ``--model`` a Stage-1 LSTM of the paper's size is fitted on 2,000 windows for one epoch (inference cost does
+not depend on how long it was trained). ``--dualrec`` adds the DUALRec path (with ``--llm-budget``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fit_quick_lstm(args, out: Path) -> Path:
+    from dualrec.data import read_ml1m
+    from dualrec.models import build_model
+
+    ds = read_ml1m(Path(args.data_dir) / "ml-1m", ratings=args.ratings).top_items(1000)
+    model = build_model("lstm", {"epochs": 1, "max_windows": 2000, "progress": False})
+    model.fit(ds.sequences(), ds.catalog)
+    return model.save(out / "model")
+
+
+def start_server(args, model: Path, db: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "dualrec.cli", "serve", "--model", str(model), "--db", str(db), "--port", str(port),
+           "--rate", "0", "--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms),
+           "--llm-budget", str(args.llm_budget)]
+    if args.dualrec:
+        cmd += ["--dualrec", args.dualrec]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(db.with_suffix(".log"), "w"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.3)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    sys.exit(f"server did not start; see {db.with_suffix('.log')}")
+
+
+async def closed_loop(url: str, clients: int, max_requests: int, seconds: float, request) -> dict:
+    """``clients`` concurrent loops sharing a budget of ``max_requests`` and ``seconds``."""
+    latencies, statuses, bodies = [], [], []
+    issued = 0
+    stop_at = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        async def loop():
+            nonlocal issued
+            while issued < max_requests and time.perf_counter() < stop_at:
+                n = issued
+                issued += 1
+                t = time.perf_counter()
+                r = await request(client, n)
+                latencies.append(time.perf_counter() - t)
+                statuses.append(r.status_code)
+                bodies.append(r.json() if r.headers.get("content-type", "").startswith("application/json") else {})
+
+        start = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(clients)))
+        wall = time.perf_counter() - start
+    lat = np.array(latencies) * 1000
+    ok = sum(200 <= s < 300 for s in statuses)
+    return {"clients": clients, "requests": len(lat), "ok": ok, "wall_s": wall, "rps": len(lat) / wall,
+            "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+            "p99": float(np.percentile(lat, 99)),
+            "mean_batch": float(np.mean([b.get("batch_size", 1) for b in bodies if "batch_size" in b] or [0])),
+            "fallbacks": sum(bool(b.get("fallback")) for b in bodies)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ratings", required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--model", help="LSTM run folder (else a quick one is fitted)")
+    p.add_argument("--dualrec", help="DUALRec run folder: adds the DUALRec path")
+    p.add_argument("--users", type=int, default=300)
+    p.add_argument("--requests", type=int, default=400, help="most requests per level (LSTM)")
+    p.add_argument("--dualrec-requests", type=int, default=64, help="most requests per level (DUALRec)")
+    p.add_argument("--seconds", type=float, default=30.0, help="most seconds per level")
+    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--batch-wait-ms", type=float, default=5.0)
+    p.add_argument("--llm-budget", type=float, default=10.0)
+    p.add_argument("--json", help="also write the rows here")
+    args = p.parse_args()
+
+    from dualrec.data import read_ml1m
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    model = Path(args.model) if args.model else fit_quick_lstm(args, work / "run")
+    seqs = read_ml1m(Path(args.data_dir) / "ml-1m", ratings=args.ratings).top_items(1000).sequences()
+    proc, url = start_server(args, model, work / "events.db")
+    rows = []
+    try:
+        users = [f"user{u}" for u in range(args.users)]
+        with httpx.Client(base_url=url, timeout=60) as c:  # seed: 30 real watch events per user
+            for i, user in enumerate(users):
+                hist = seqs[i][-30:]
+                r = c.post(f"/users/{user}/events", json={"events": [{"item": int(x), "timestamp": t}
+                                                                     for t, x in enumerate(hist)]})
+                r.raise_for_status()
+        levels = [int(x) for x in args.clients.split(",")]
+        paths = [("lstm", args.requests)] + ([("dualrec", args.dualrec_requests)] if args.dualrec else [])
+        for model_name, budget in paths:
+            async def get(client, n, model_name=model_name):
+                return await client.get(f"/users/{users[n % len(users)]}/recommendations",
+                                        params={"k": 10, "model": model_name})
+
+            asyncio.run(closed_loop(url, 2, 8, 30, get))  # warm-up
+            for c in levels:
+                row = asyncio.run(closed_loop(url, c, budget, args.seconds, get))
+                rows.append({"path": f"GET recommendations ({model_name})", **row})
+                print(json.dumps(rows[-1]), flush=True)
+
+        async def post(client, n):
+            return await client.post(f"/users/writer{n % 97}/events", json={"events": [{"item": int(seqs[0][n % 30])}]},
+                                     headers={"Idempotency-Key": f"bench-{n}"})
+
+        for c in (1, 8):
+            row = asyncio.run(closed_loop(url, c, args.requests, args.seconds, post))
+            rows.append({"path": "POST events (SQLite, synchronous=FULL)", **row})
+            print(json.dumps(rows[-1]), flush=True)
+        metrics = httpx.get(url + "/metrics").text
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}; "
+          f"date {time.strftime('%Y-%m-%d')}; server batch <= {args.max_batch}, wait {args.batch_wait_ms} ms\n")
+    print("| path | clients | requests (2xx) | throughput req/s | p50 ms | p95 ms | p99 ms | mean batch | fallbacks |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['path']} | {r['clients']} | {r['requests']} ({r['ok']}) | {r['rps']:.1f} | {r['p50']:.1f} | "
+              f"{r['p95']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} | {r['fallbacks']} |")
+    fallbacks = [line for line in metrics.splitlines() if line.startswith("dualrec_llm_fallbacks_total")]
+    print("\nserver fallbacks: " + (", ".join(fallbacks) or "none"))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
