@@ -238,7 +238,8 @@ def recommend(run: Path = typer.Option(..., help="Run folder written by `dualrec
 
 
 @app.command()
-def serve(model: Path = typer.Option(..., "--model", help="Run folder of the ranker / fallback (e.g. the LSTM)."),
+def serve(model: Optional[Path] = typer.Option(None, "--model", help="Run folder of the ranker / fallback (e.g. the "
+                                                                     "LSTM); default: the DUALRec run's Stage 1."),
           dualrec: Optional[Path] = typer.Option(None, "--dualrec", help="Run folder of a DUALRec model (enables "
                                                                           "model=dualrec)."),
           db: str = typer.Option("dualrec-events.db", "--db", envvar="DUALREC_DB",
@@ -260,10 +261,12 @@ def serve(model: Path = typer.Option(..., "--model", help="Run folder of the ran
     from dualrec.serve.app import serve as run_server
     from dualrec.serve.limits import Limits
 
+    if model is None and dualrec is None:
+        _fail("give --model RUN (an LSTM or any ranker) and/or --dualrec RUN")
     for path in (model, dualrec):
         if path is not None and not path.exists():
             _fail(f"{path} does not exist; train a run first (`dualrec train ... --out {path}`)")
-    settings = ServeSettings(model=str(model), dualrec=str(dualrec) if dualrec else None, db=db,
+    settings = ServeSettings(model=str(model) if model else None, dualrec=str(dualrec) if dualrec else None, db=db,
                              llm_budget_s=llm_budget, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                              limits=Limits(max_history=max_history, max_k=max_k, max_body_bytes=max_body,
                                            rate_per_s=rate, rate_burst=burst))
