@@ -337,6 +337,44 @@ def test_llm_budget_falls_back_to_the_lstm_ranking(lstm, model_dir, user_histori
         assert r["model"] == "dualrec" and r["fallback"] is False and r["fallback_reason"] is None
 
 
+@pytest.fixture(scope="session")
+def dualrec_dir(model_dir, ml1m_small, tmp_path_factory):
+    """A real DUALRec run: the small LSTM as Stage 1 and the embedded Gemma 3 270M through llama.cpp."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python (the llamacpp extra) not installed")
+    from dualrec.models import build_model
+
+    model = build_model("dualrec", {"stage1": str(model_dir), "cache": False, "progress": False,
+                                    "max_new_tokens": 48})
+    model.fit(ml1m_small.sequences(), ml1m_small.catalog)
+    return model.save(tmp_path_factory.mktemp("dualrec") / "model")
+
+
+def test_dualrec_with_the_embedded_llm_and_its_time_budget(dualrec_dir, user_histories, tmp_path):
+    """The real hybrid behind the service: a tiny budget answers with the LSTM ranking, flagged, without waiting for
+    the LLM; a generous one answers with the LLM's text and the LSTM's suggestion. Its Stage 1 is the ranker."""
+    history = user_histories[3].tolist()
+    settings = dict(model=None, dualrec=str(dualrec_dir), limits=NO_RATE)
+    app = create_app(ServeSettings(db=str(tmp_path / "a.db"), llm_budget_s=0.001, batch_wait_ms=20, **settings))
+    hybrid = app.state.recommenders["dualrec"]
+    assert app.state.recommenders["lstm"] is hybrid.stage1
+    stage1 = hybrid.stage1.recommend([np.array(history)], 5)
+    with TestClient(app) as client:
+        r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
+        assert r["fallback"] is True and "time budget" in r["fallback_reason"]
+        assert [i["item"] for i in r["items"]] == stage1.items[0].tolist()
+    app = create_app(ServeSettings(db=str(tmp_path / "b.db"), llm_budget_s=300, **settings),
+                     recommenders={"dualrec": hybrid})
+    with TestClient(app) as client:
+        r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
+    assert r["model"] == "dualrec" and r["llm_text"]  # the LLM wrote something
+    assert r["lstm_suggestion"] == hybrid.catalog.title(int(stage1.items[0][0]))
+    if r["fallback"]:  # the base model may name nothing new: then DUALRec itself falls back, and says why
+        assert r["fallback_reason"].startswith("DUALRec used its LSTM ranking")
+        assert [i["item"] for i in r["items"]] == stage1.items[0].tolist()
+    else:
+        assert r["items"] and not set(i["item"] for i in r["items"]) & set(history)
+
+
 # ---- input limits and errors ------------------------------------------------------------------------------------
 
 def test_bad_inputs_get_clear_4xx(lstm, tmp_path):

@@ -14,7 +14,8 @@ Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
 Design choices where the issue is silent:
 
 * **Two run folders.** ``model`` is the fast ranker (any Recommender, normally the Stage-1 LSTM) and the fallback;
-  ``dualrec`` (optional) is the hybrid. ``model=dualrec`` when no hybrid is loaded is a 422 saying how to load one.
+  ``dualrec`` (optional) is the hybrid. Without ``model``, the hybrid's own Stage 1 is the ranker (loaded once).
+  ``model=dualrec`` when no hybrid is loaded is a 422 saying how to load one.
 * **LLM time budget.** The budget counts from the moment a request starts waiting for the hybrid (queueing
   included), because that is the latency a client sees. On expiry the request is answered with the LSTM ranking and
   ``"fallback": true`` plus the reason, and leaves the hybrid's queue (a batch not yet started drops it). A hybrid
@@ -60,7 +61,7 @@ USER_ID_PATTERN = r"^[A-Za-z0-9_.@:\-]{1,128}$"
 class ServeSettings:
     """Everything ``dualrec serve`` configures; JSON-able so uvicorn worker processes get the same settings."""
 
-    model: str                          # run folder (or model folder) of the ranker / fallback, e.g. the LSTM
+    model: str | None                   # run/model folder of the ranker and fallback (None: DUALRec's Stage 1)
     dualrec: str | None = None          # run folder of the DUALRec hybrid, optional
     db: str = "dualrec-events.db"       # SQLite file path, or a database URL (postgresql://user@host:port/db)
     llm_budget_s: float = 5.0           # per-request time budget of the hybrid before falling back
@@ -107,10 +108,16 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
 
     limits = settings.limits
     recommenders = dict(recommenders or {})
-    if "lstm" not in recommenders:
-        recommenders["lstm"] = load_recommender(settings.model)
+    given = set(recommenders)  # the caller's models: the app does not close them
     if "dualrec" not in recommenders and settings.dualrec:
         recommenders["dualrec"] = load_recommender(settings.dualrec)
+    if "lstm" not in recommenders:
+        if settings.model:
+            recommenders["lstm"] = load_recommender(settings.model)
+        elif getattr(recommenders.get("dualrec"), "stage1", None) is not None:
+            recommenders["lstm"] = recommenders["dualrec"].stage1  # DUALRec's own Stage 1 ranks and falls back
+        else:
+            raise ValueError("the service needs --model (a ranker run folder) or --dualrec (whose Stage 1 is used)")
     ranker = recommenders["lstm"]
     catalog = ranker.catalog
     item_info = functools.lru_cache(maxsize=None)(catalog.describe)  # pandas lookups once per item, not per answer
@@ -213,7 +220,8 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
             try:
                 ranked = await asyncio.wait_for(batchers["dualrec"].submit(history, k), settings.llm_budget_s)
                 if ranked.extras.get("fallback"):
-                    fallback, reason = True, "the LLM named no usable title; DUALRec used its LSTM ranking"
+                    why = ranked.extras.get("error") or "no usable LLM output"
+                    fallback, reason = True, f"DUALRec used its LSTM ranking: {why}"
                     metrics.fallbacks.inc("model")
             except asyncio.TimeoutError:
                 fallback, reason = True, f"LLM time budget of {settings.llm_budget_s:g}s exceeded; LSTM ranking"
@@ -242,6 +250,9 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
         finally:
             for b in batchers.values():
                 await b.close()
+            for name, m in recommenders.items():
+                if name not in given and callable(getattr(m, "close", None)):  # e.g. DUALRec frees its LLM
+                    m.close()
             app.state.store.close()
 
     app = FastAPI(title="dualrec service", version="0.1.0", lifespan=lifespan,
