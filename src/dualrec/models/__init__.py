@@ -12,6 +12,15 @@ MODELS: dict[str, str] = {
     "mostpop": "dualrec.models.mostpop:MostPop",
     "lstm": "dualrec.models.lstm:MultimodalLSTM",
     "dualrec": "dualrec.models.dualrec:DualRec",
+    "duip": "dualrec.models.duip:DUIP",  # issue 5: LSTM state as a soft prompt for a causal LM
+    # the paper-table baselines (issue 4)
+    "sknn": "dualrec.models.sknn:SKNN",
+    "fpmc": "dualrec.models.fpmc:FPMC",
+    "gru4rec": "dualrec.models.gru4rec:GRU4Rec",
+    "narm": "dualrec.models.narm:NARM",
+    "stamp": "dualrec.models.stamp:STAMP",
+    "sasrec": "dualrec.models.sasrec:SASRec",
+    "slim": "dualrec.models.slim:SLIM",
 }
 
 
