@@ -274,6 +274,38 @@ def serve(model: Optional[Path] = typer.Option(None, "--model", help="Run folder
 
 
 @app.command()
+def benchmark(config: Path = typer.Option(Path("configs/paper-table.yaml"), "--config", "-c",
+                                          help="Benchmark YAML: models, protocols, data, metrics."),
+              models: Optional[str] = typer.Option(None, help="Comma-separated subset of the config's models."),
+              quick: bool = typer.Option(False, "--quick", help="Every model on a small sample (smoke test)."),
+              force: bool = typer.Option(False, "--force", help="Re-run models whose result JSON exists."),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: the config's)."),
+              data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt):
+    """Train and evaluate every listed model under the strict and paper protocols: JSON, Markdown, PNG.
+
+    Example: dualrec benchmark -c configs/paper-table.yaml --ratings ../shared/data/ml-1m-ratings-head/ratings.dat
+    --data-dir ../shared/data --models mostpop,sknn --quick
+    """
+    import dataclasses
+
+    from dualrec.benchmark import BenchmarkConfig, run_benchmark
+
+    try:
+        cfg = BenchmarkConfig.load(config).select([m.strip() for m in models.split(",")] if models else None)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    data = dataclasses.replace(cfg.data, **{k: str(v) for k, v in (("data_dir", data_dir), ("ratings", ratings))
+                                            if v is not None})
+    cfg = dataclasses.replace(cfg, data=data, out=str(out) if out else cfg.out + ("-quick" if quick else ""))
+    try:
+        records = run_benchmark(cfg, quick=quick, force=force)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo((Path(cfg.out) / "paper-table.md").read_text())
+    typer.echo(f"wrote {sum(len(r) for r in records.values())} results, tables and charts under {cfg.out}")
+
+
+@app.command()
 def finetune(stage1: Path = typer.Option(..., help="Stage-1 run folder from `dualrec train` (its data and protocol "
                                                    "are used; the LSTM's top-1 goes into every prompt)."),
              base_model: str = typer.Option("embedded", help="'embedded' (Gemma 3 270M from PyPI), a hub id such as "
