@@ -7,10 +7,11 @@ writes. Every level is bounded by a request count *and* a time limit; nothing is
 Markdown table for docs/benchmarks.md.
 
     python bench/bench_serve.py --ratings ../shared/data/ml-1m-ratings-head/ratings.dat --data-dir ../shared/data \
-        [--model RUN] [--dualrec RUN] [--requests 400] [--seconds 30]
+        [--model RUN] [--dualrec RUN | --embedded-dualrec] [--requests 400] [--seconds 30]
 
 Without ``--model`` a Stage-1 LSTM of the paper's size is fitted on 2,000 windows for one epoch (inference cost does
-not depend on how long it was trained). ``--dualrec`` adds the DUALRec path (with ``--llm-budget``).
+not depend on how long it was trained). ``--dualrec`` (or ``--embedded-dualrec``: the LSTM + the packaged Gemma 3
+270M through llama.cpp) adds the DUALRec path, under ``--llm-budget``; its fallbacks are counted.
 """
 
 from __future__ import annotations
@@ -47,11 +48,24 @@ def fit_quick_lstm(args, out: Path) -> Path:
     return model.save(out / "model")
 
 
+def embedded_dualrec(args, lstm_dir: Path, out: Path) -> Path:
+    """A DUALRec run over the LSTM with the embedded Gemma 3 270M through llama.cpp; no response cache, so every
+    request really runs the LLM."""
+    from dualrec.data import read_ml1m
+    from dualrec.models import build_model
+
+    ds = read_ml1m(Path(args.data_dir) / "ml-1m", ratings=args.ratings).top_items(1000)
+    model = build_model("dualrec", {"stage1": str(lstm_dir), "cache": False, "progress": False})
+    model.fit(ds.sequences(), ds.catalog)  # loads Stage 1 from lstm_dir; nothing to train
+    return model.save(out / "model")
+
+
 def start_server(args, model: Path, db: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "dualrec.cli", "serve", "--model", str(model), "--db", str(db), "--port", str(port),
            "--rate", "0", "--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms),
-           "--llm-budget", str(args.llm_budget)]
+           "--llm-budget", str(args.llm_budget), "--llm-max-batch", str(args.llm_max_batch),
+           "--torch-threads", str(args.torch_threads)]
     if args.dualrec:
         cmd += ["--dualrec", args.dualrec]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(db.with_suffix(".log"), "w"))
@@ -105,14 +119,19 @@ def main() -> None:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--model", help="LSTM run folder (else a quick one is fitted)")
     p.add_argument("--dualrec", help="DUALRec run folder: adds the DUALRec path")
+    p.add_argument("--embedded-dualrec", action="store_true",
+                   help="build a DUALRec run over the LSTM with the embedded Gemma (llama.cpp) and bench it")
     p.add_argument("--users", type=int, default=300)
     p.add_argument("--requests", type=int, default=400, help="most requests per level (LSTM)")
-    p.add_argument("--dualrec-requests", type=int, default=64, help="most requests per level (DUALRec)")
+    p.add_argument("--dualrec-requests", type=int, default=32, help="most requests per level (DUALRec)")
+    p.add_argument("--dualrec-seconds", type=float, default=90.0, help="most seconds per level (DUALRec)")
+    p.add_argument("--llm-max-batch", type=int, default=4)
     p.add_argument("--seconds", type=float, default=30.0, help="most seconds per level")
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--llm-budget", type=float, default=10.0)
+    p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
 
@@ -120,6 +139,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     model = Path(args.model) if args.model else fit_quick_lstm(args, work / "run")
+    if args.embedded_dualrec:
+        args.dualrec = str(embedded_dualrec(args, model, work / "dualrec"))
     seqs = read_ml1m(Path(args.data_dir) / "ml-1m", ratings=args.ratings).top_items(1000).sequences()
     proc, url = start_server(args, model, work / "events.db")
     rows = []
@@ -132,15 +153,22 @@ def main() -> None:
                                                                      for t, x in enumerate(hist)]})
                 r.raise_for_status()
         levels = [int(x) for x in args.clients.split(",")]
-        paths = [("lstm", args.requests)] + ([("dualrec", args.dualrec_requests)] if args.dualrec else [])
-        for model_name, budget in paths:
-            async def get(client, n, model_name=model_name):
-                return await client.get(f"/users/{users[n % len(users)]}/recommendations",
-                                        params={"k": 10, "model": model_name})
+        paths = [("lstm", args.requests, args.seconds)]
+        if args.dualrec:
+            paths.append(("dualrec", args.dualrec_requests, args.dualrec_seconds))
+        offset = 0  # each level asks for users the previous levels did not: no answer is a repeat
+        for model_name, budget, seconds in paths:
+            def get_from(first: int, model_name=model_name):
+                async def get(client, n):
+                    return await client.get(f"/users/{users[(first + n) % len(users)]}/recommendations",
+                                            params={"k": 10, "model": model_name})
+                return get
 
-            asyncio.run(closed_loop(url, 2, 8, 30, get))  # warm-up
+            asyncio.run(closed_loop(url, 2, 4, 120, get_from(offset)))  # warm-up (loads the LLM on first use)
+            offset += 4
             for c in levels:
-                row = asyncio.run(closed_loop(url, c, budget, args.seconds, get))
+                row = asyncio.run(closed_loop(url, c, budget, seconds, get_from(offset)))
+                offset += row["requests"]
                 rows.append({"path": f"GET recommendations ({model_name})", **row})
                 print(json.dumps(rows[-1]), flush=True)
 
@@ -158,7 +186,9 @@ def main() -> None:
         proc.wait(30)
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}; "
-          f"date {time.strftime('%Y-%m-%d')}; server batch <= {args.max_batch}, wait {args.batch_wait_ms} ms\n")
+          f"date {time.strftime('%Y-%m-%d')}; load average at the end {os.getloadavg()[0]:.1f}; server batch <= "
+          f"{args.max_batch} (DUALRec {args.llm_max_batch}), wait {args.batch_wait_ms} ms, LLM budget "
+          f"{args.llm_budget} s, torch threads {args.torch_threads}\n")
     print("| path | clients | requests (2xx) | throughput req/s | p50 ms | p95 ms | p99 ms | mean batch | fallbacks |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -248,7 +248,10 @@ def serve(model: Optional[Path] = typer.Option(None, "--model", help="Run folder
           workers: int = typer.Option(1, help="uvicorn worker processes (use PostgreSQL for several)."),
           llm_budget: float = typer.Option(5.0, help="Seconds DUALRec may take per request before the LSTM answers."),
           max_batch: int = typer.Option(32, help="Most requests one model call answers."),
+          llm_max_batch: int = typer.Option(4, help="Most requests one DUALRec call answers."),
           batch_wait_ms: float = typer.Option(5.0, help="How long a batch waits for more requests."),
+          torch_threads: int = typer.Option(1, help="torch intra-op threads per server process (0: torch's "
+                                                    "default)."),
           max_k: int = typer.Option(100), max_history: int = typer.Option(500),
           max_body: int = typer.Option(65536, help="Largest request body in bytes."),
           rate: float = typer.Option(50.0, help="Requests per second per client (0: no limit)."),
@@ -268,6 +271,7 @@ def serve(model: Optional[Path] = typer.Option(None, "--model", help="Run folder
             _fail(f"{path} does not exist; train a run first (`dualrec train ... --out {path}`)")
     settings = ServeSettings(model=str(model) if model else None, dualrec=str(dualrec) if dualrec else None, db=db,
                              llm_budget_s=llm_budget, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                             torch_threads=torch_threads, llm_max_batch=llm_max_batch,
                              limits=Limits(max_history=max_history, max_k=max_k, max_body_bytes=max_body,
                                            rate_per_s=rate, rate_burst=burst))
     run_server(settings, host=host, port=port, workers=workers)

@@ -18,8 +18,11 @@ Design choices where the issue is silent:
   ``model=dualrec`` when no hybrid is loaded is a 422 saying how to load one.
 * **LLM time budget.** The budget counts from the moment a request starts waiting for the hybrid (queueing
   included), because that is the latency a client sees. On expiry the request is answered with the LSTM ranking and
-  ``"fallback": true`` plus the reason, and leaves the hybrid's queue (a batch not yet started drops it). A hybrid
-  that raises also falls back (reason given, error logged); a hybrid's own fallback flag is passed through.
+  ``"fallback": true`` plus the reason, and leaves the hybrid's queue (a batch not yet started drops it). A batch
+  already running cannot be interrupted (the LLM call is in a thread), so hybrid batches are small
+  (``llm_max_batch``, 4): little work is wasted when its callers have given up, and llama.cpp generates one prompt
+  at a time anyway. A hybrid that raises also falls back (reason given, error logged); a hybrid's own fallback flag
+  is passed through.
 * **Unknown users** (no stored event) get 404 instead of a cold-start list: a silent popularity list for a typo'd id
   would hide the typo. ``POST /recommendations`` with an empty history is the explicit cold-start call.
 * Every error answer is JSON ``{"detail": ...}`` (FastAPI's convention); a server error says only that it happened
@@ -66,7 +69,9 @@ class ServeSettings:
     db: str = "dualrec-events.db"       # SQLite file path, or a database URL (postgresql://user@host:port/db)
     llm_budget_s: float = 5.0           # per-request time budget of the hybrid before falling back
     max_batch: int = 32                 # most requests one model call answers
+    llm_max_batch: int = 4              # ... for DUALRec: a batch runs to its end even if its callers gave up
     batch_wait_ms: float = 5.0          # how long the first request of a batch waits for others
+    torch_threads: int = 1              # intra-op threads of a server process (0: torch's default); see set_threads
     limits: Limits = field(default_factory=Limits)
 
     def to_json(self) -> str:
@@ -123,7 +128,8 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
     item_info = functools.lru_cache(maxsize=None)(catalog.describe)  # pandas lookups once per item, not per answer
     metrics = Metrics()
     wait_s = settings.batch_wait_ms / 1000.0
-    batchers = {name: MicroBatcher(m, name, settings.max_batch, wait_s, metrics) for name, m in recommenders.items()}
+    batchers = {name: MicroBatcher(m, name, settings.llm_max_batch if name == "dualrec" else settings.max_batch,
+                                   wait_s, metrics) for name, m in recommenders.items()}
 
     # ---- request / response schemas ------------------------------------------------------------------------
 
@@ -349,9 +355,24 @@ def _text(value) -> str | None:
     return None if value is None else str(value)
 
 
+def set_threads(settings: ServeSettings) -> None:
+    """Set torch's intra-op threads for a server *process* (never in ``create_app``: it is process-wide state).
+
+    One thread by default: the event loop needs a core too, and on a busy 2-core machine two OpenMP threads spin
+    against other processes: one LSTM call for one history took 1,400 ms with 2 threads and 9 ms with 1 at load 15
+    (see docs/service.md). Several workers (or a bigger machine) scale by processes, not threads.
+    """
+    if settings.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+
+
 def app_from_env() -> "FastAPI":
     """Factory for uvicorn worker processes (``--workers N``): settings come from ``$DUALREC_SERVE_SETTINGS``."""
-    return create_app(ServeSettings.from_json(os.environ[SETTINGS_ENV]))
+    settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
+    set_threads(settings)
+    return create_app(settings)
 
 
 def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
@@ -366,4 +387,5 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, wo
         uvicorn.run("dualrec.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, timeout_worker_healthcheck=120)
     else:
+        set_threads(settings)
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
