@@ -53,6 +53,7 @@ class FinetuneConfig:
     attn_implementation: str | None = "eager"   # recommended for training Gemma 3
     gradient_checkpointing: bool = False         # for 7B models on one GPU
     save_every: int = 25               # optimizer steps between resumable checkpoints
+    n_threads: int | None = None       # CPU threads; None: the free cores (see llm.backends.free_cpus)
     seed: int = 42
     progress: bool = True
 
@@ -167,6 +168,10 @@ def finetune(records: Sequence[dict], config: FinetuneConfig | dict | None, out_
         raise ValueError("finetune: no training records")
     seed_everything(c.seed)
     device = pick_device(c.device)
+    if device == "cpu":
+        from dualrec.llm.backends import free_cpus
+
+        torch.set_num_threads(c.n_threads or free_cpus())
     dtype = resolve_dtype(c.dtype, device)
     t0 = time.perf_counter()
     model, tok = load_causal_lm(c.base_model, dtype=dtype, device=device, attn_implementation=c.attn_implementation)

@@ -53,7 +53,7 @@ class DualRecConfig(ModelConfig):
     backend: dict = field(default_factory=lambda: {"kind": "llama_cpp"})  # see llm.backends.make_backend
     adapter: str | None = None         # peft LoRA adapter folder (`dualrec finetune`); needs an hf backend
     n_recommend: int = 3               # titles asked for ("recommend 3 more"), as the paper
-    max_new_tokens: int = 96
+    max_new_tokens: int = 64
     temperature: float = 0.0           # the paper used 0.7 / top_p 0.9 via OpenRouter; greedy is reproducible
     top_p: float = 1.0
     rerank: bool = True                # SBERT re-ranking (Stage 3)

@@ -1,0 +1,155 @@
+"""Benchmark of DUALRec's LLM stages on this machine (figures printed, never asserted).
+
+    python bench/bench_llm.py --prompts 8 --tokens 64 [--threads 1] [--json out.json]
+
+Measures, on real Stage-2 prompts built from ML-1M paper-protocol test users:
+  1. generation with the embedded Gemma 3 270M: llama.cpp (one prompt at a time; the library has no batch API)
+     versus transformers (the GGUF dequantised to bf16) one at a time and in batches: tokens/s and prompts/s;
+  2. load times: llama.cpp GGUF, transformers from the converted safetensors folder;
+  3. the beyond-the-paper modes: candidate scoring of 20 candidates (shared prompt KV cache) and constrained beam
+     search (k=10): seconds per user;
+  4. SBERT: embedding the 1,000-title catalog once, and a re-rank per user (row lookup + dot product);
+  5. the whole pipeline through ``evaluate`` (cache off): seconds per user per stage.
+The 1-minute load average is printed next to every figure: the machine is shared, and contention moves them a lot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DUALREC_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: free cores)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: hf,modes,sbert,pipeline")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+
+    import torch
+
+    from dualrec.data import read_ml1m
+    from dualrec.evaluation.protocols import make_split
+    from dualrec.llm.backends import HFBackend, LlamaCppBackend, SamplingParams, free_cpus
+    from dualrec.llm.prompts import PromptBuilder
+    from dualrec.models import build_model
+
+    threads = args.threads or free_cpus()
+    torch.set_num_threads(threads)
+    ds = read_ml1m(SHARED / "ml-1m", ratings=SHARED / "ml-1m-ratings-head" / "ratings.dat").top_items(1000)
+    cat = ds.catalog
+    split = make_split(ds.sequences(), "paper")
+    stage1 = build_model("mostpop").fit(split.train, cat)
+    cases = split.test.head(args.prompts)
+    top1 = [int(r[0]) for r in stage1.recommend(cases.histories, 1).items]
+    prompts = [PromptBuilder(cat).prompt(h, t) for h, t in zip(cases.histories, top1)]
+    params = SamplingParams(max_new_tokens=args.tokens, stop=())  # no stop: every prompt generates `tokens`
+    figures: dict = {"threads": threads, "prompts": len(prompts), "new_tokens_per_prompt": args.tokens}
+    print(f"{len(prompts)} prompts, {args.tokens} new tokens each, {threads} thread(s), load {load()}")
+
+    # 1-2. generation
+    t = time.perf_counter()
+    lc = LlamaCppBackend(n_threads=threads)
+    lc.llm
+    figures["llama_cpp_load_s"] = time.perf_counter() - t
+    lc.generate(prompts[:1], SamplingParams(max_new_tokens=2, stop=()))  # warm-up
+    t = time.perf_counter()
+    out = lc.generate(prompts, params)
+    s = time.perf_counter() - t
+    toks = sum(c.new_tokens for c in out)
+    figures["llama_cpp"] = {"s": s, "tokens_per_s": toks / s, "prompts_per_s": len(prompts) / s, "load": load()}
+    print(f"llama.cpp      : {toks / s:6.1f} tok/s, {len(prompts) / s:.3f} prompts/s (load {load()})")
+    lc.close()
+
+    if "hf" not in skip:
+        t = time.perf_counter()
+        hf = HFBackend(dtype="bfloat16", n_threads=threads)
+        hf.load()
+        figures["transformers_load_s"] = time.perf_counter() - t
+        hf.generate(prompts[:1], SamplingParams(max_new_tokens=2, stop=()))
+        for bs in (1, args.batch):
+            hf.batch_size = bs
+            t = time.perf_counter()
+            out = hf.generate(prompts, params)
+            s = time.perf_counter() - t
+            toks = sum(c.new_tokens for c in out)
+            figures[f"transformers_bf16_batch{bs}"] = {"s": s, "tokens_per_s": toks / s,
+                                                       "prompts_per_s": len(prompts) / s, "load": load()}
+            print(f"transformers b{bs:<2}: {toks / s:6.1f} tok/s, {len(prompts) / s:.3f} prompts/s (load {load()})")
+
+    # 3. beyond-the-paper modes
+    if "modes" not in skip:
+        from dualrec.llm.constrained import ConstrainedGenerator
+        from dualrec.llm.scoring import candidate_texts, score_candidates
+
+        model, tok = hf.load()
+        cands = stage1.recommend(cases.histories, 20).items
+        n = min(4, len(prompts))
+        t = time.perf_counter()
+        for p, c in zip(prompts[:n], cands[:n]):
+            score_candidates(model, tok, p + "1.", candidate_texts(cat, c))
+        figures["score20_s_per_user"] = (time.perf_counter() - t) / n
+        gen = ConstrainedGenerator(model, tok, cat, batch_size=1)
+        m = min(2, len(prompts))
+        t = time.perf_counter()
+        gen.recommend([p + "1." for p in prompts[:m]], cases.histories[:m], 10)
+        figures["constrained10_s_per_user"] = (time.perf_counter() - t) / m
+        print(f"score top-20   : {figures['score20_s_per_user']:.2f} s/user; constrained k=10: "
+              f"{figures['constrained10_s_per_user']:.2f} s/user (load {load()})")
+
+    # 4. SBERT
+    if "sbert" not in skip:
+        import tempfile
+
+        from dualrec.llm.rerank import SBERTReranker
+
+        with tempfile.TemporaryDirectory() as d:
+            rr = SBERTReranker(cache_dir=d)
+            t = time.perf_counter()
+            rr.model
+            figures["sbert_load_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            rr.catalog_embeddings(cat)
+            figures["sbert_catalog_embed_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            for h, t1 in zip(cases.histories, top1):
+                rr.rerank(cat, stage1.recommend([h], 3).items[0], [t1])
+            figures["sbert_rerank_s_per_user"] = (time.perf_counter() - t) / len(prompts)
+        print(f"SBERT          : catalog of {len(cat)} embedded in {figures['sbert_catalog_embed_s']:.1f} s once; "
+              f"re-rank {1000 * figures['sbert_rerank_s_per_user']:.2f} ms/user (incl. a Stage-1 call)")
+
+    # 5. the whole pipeline
+    if "pipeline" not in skip:
+        from dualrec.evaluation.evaluator import evaluate
+
+        dr = build_model("dualrec", {"stage1": "mostpop", "cache": False, "max_new_tokens": args.tokens,
+                                     "backend": {"kind": "llama_cpp", "n_threads": threads}})
+        dr.fit(split.train, cat)
+        dr.recommend(cases.histories[:1], 10)  # load llama.cpp and SBERT outside the timing
+        res = evaluate(dr, cases, cat, ks=(1, 5, 10), progress=False)
+        figures["pipeline"] = {**res.timings, "load": load()}
+        print("pipeline       : " + ", ".join(f"{k}={v:.4f}" for k, v in res.timings.items()) + f" (load {load()})")
+        dr.close()
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
