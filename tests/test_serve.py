@@ -425,6 +425,18 @@ def test_rate_limit_per_client(lstm, tmp_path):
         assert client.get("/healthz").status_code == 200  # probes are never limited
 
 
+def test_token_bucket_refills_at_its_rate_per_client():
+    from dualrec.serve.limits import TokenBucketLimiter
+
+    bucket = TokenBucketLimiter(rate=2.0, burst=2)
+    assert [bucket.take("a", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.5]  # third waits half a token period
+    assert bucket.take("b", now=0.0) == 0.0                                   # another client has its own bucket
+    assert bucket.take("a", now=0.25) == pytest.approx(0.25)                  # half a token refilled: not yet
+    assert bucket.take("a", now=0.5) == 0.0                                   # one token refilled
+    assert bucket.take("a", now=10.0) == 0.0 and bucket.take("a", now=10.0) == 0.0  # refill capped at the burst
+    assert bucket.take("a", now=10.0) > 0
+
+
 def test_server_errors_hide_the_stack_trace(lstm, tmp_path):
     app = make_app(lstm, tmp_path / "e.db")
     with TestClient(app, raise_server_exceptions=False) as client:

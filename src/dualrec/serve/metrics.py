@@ -35,9 +35,6 @@ class Counter:
         with self._lock:
             self.values[tuple(labels)] += amount
 
-    def get(self, *labels) -> float:
-        return self.values.get(tuple(labels), 0.0)
-
     def render(self) -> list[str]:
         out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
         with self._lock:
@@ -59,9 +56,6 @@ class Histogram:
             counts = self.counts.setdefault(key, [0] * (len(self.buckets) + 1))
             counts[bisect.bisect_left(self.buckets, value)] += 1
             self.sums[key] += value
-
-    def count(self, *labels) -> int:
-        return sum(self.counts.get(tuple(labels), ()))
 
     def render(self) -> list[str]:
         out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
