@@ -125,7 +125,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=400, help="most requests per level (LSTM)")
     p.add_argument("--dualrec-requests", type=int, default=32, help="most requests per level (DUALRec)")
     p.add_argument("--dualrec-seconds", type=float, default=90.0, help="most seconds per level (DUALRec)")
-    p.add_argument("--llm-max-batch", type=int, default=4)
+    p.add_argument("--llm-max-batch", type=int, default=1)
     p.add_argument("--seconds", type=float, default=30.0, help="most seconds per level")
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--max-batch", type=int, default=32)

@@ -323,7 +323,8 @@ def test_llm_budget_falls_back_to_the_lstm_ranking(lstm, model_dir, user_histori
     LSTM ranking, flagged; with a generous budget the same server answers from that model, unflagged."""
     slow = load_recommender(model_dir)  # a real model; no call of it fits in 1 ms after a 20 ms batching wait
     history = user_histories[0].tolist()
-    tight = make_app(lstm, tmp_path / "a.db", recommenders={"dualrec": slow}, llm_budget_s=0.001, batch_wait_ms=20)
+    tight = make_app(lstm, tmp_path / "a.db", recommenders={"dualrec": slow}, llm_budget_s=0.001, batch_wait_ms=20,
+                     llm_max_batch=8)  # the batch waits 20 ms for company: the request gives up first
     with TestClient(tight) as client:
         r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
         assert r["fallback"] is True and "budget of 0.001s" in r["fallback_reason"]
@@ -335,6 +336,38 @@ def test_llm_budget_falls_back_to_the_lstm_ranking(lstm, model_dir, user_histori
     with TestClient(generous) as client:
         r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
         assert r["model"] == "dualrec" and r["fallback"] is False and r["fallback_reason"] is None
+
+
+def test_batcher_answers_at_once_when_a_deadline_would_be_missed(lstm):
+    """After a real call the batcher knows how long one takes: a request with less time left is refused at once,
+    without a model call; once that estimate is stale, a call runs anyway (so a passing slowdown is forgotten)."""
+    import asyncio
+
+    from dualrec.serve.batching import MicroBatcher, WouldMissDeadline
+    from dualrec.serve.metrics import Metrics
+
+    history = lstm.catalog.ids[:10]
+
+    async def scenario(probe_after_s: float) -> tuple[list, str]:
+        metrics = Metrics()
+        batcher = MicroBatcher(lstm, "lstm", max_wait_s=0.0, metrics=metrics, probe_after_s=probe_after_s)
+        outcomes = [await batcher.submit(history, 5)]  # sets the estimate
+        assert batcher.call_seconds > 0
+        try:
+            outcomes.append(await batcher.submit(history, 5, deadline=time.monotonic()))  # no time left
+        except WouldMissDeadline as exc:
+            outcomes.append(exc)
+        outcomes.append(await batcher.submit(history, 5, deadline=time.monotonic() + 60))
+        await batcher.close()
+        return outcomes, metrics.render()
+
+    outcomes, text = asyncio.run(scenario(probe_after_s=60))
+    assert isinstance(outcomes[1], WouldMissDeadline) and outcomes[1].seconds > 0
+    assert outcomes[2].items.tolist() == outcomes[0].items.tolist()
+    assert _metric(text, 'dualrec_model_batch_size_count{model="lstm"}') == 2  # the refused one cost no call
+    outcomes, text = asyncio.run(scenario(probe_after_s=0))  # estimate always stale: every request is tried
+    assert outcomes[1].items.tolist() == outcomes[0].items.tolist()
+    assert _metric(text, 'dualrec_model_batch_size_count{model="lstm"}') == 3
 
 
 @pytest.fixture(scope="session")
@@ -372,7 +405,7 @@ def test_dualrec_with_the_embedded_llm_and_its_time_budget(dualrec_dir, user_his
         assert r["fallback_reason"].startswith("DUALRec used its LSTM ranking")
         assert [i["item"] for i in r["items"]] == stage1.items[0].tolist()
     else:
-        assert r["items"] and not set(i["item"] for i in r["items"]) & set(history)
+        assert r["items"] and not {i["item"] for i in r["items"]} & set(history)
 
 
 # ---- input limits and errors ------------------------------------------------------------------------------------

@@ -248,7 +248,8 @@ def serve(model: Optional[Path] = typer.Option(None, "--model", help="Run folder
           workers: int = typer.Option(1, help="uvicorn worker processes (use PostgreSQL for several)."),
           llm_budget: float = typer.Option(5.0, help="Seconds DUALRec may take per request before the LSTM answers."),
           max_batch: int = typer.Option(32, help="Most requests one model call answers."),
-          llm_max_batch: int = typer.Option(4, help="Most requests one DUALRec call answers."),
+          llm_max_batch: int = typer.Option(1, help="Most requests one DUALRec call answers (raise it for an LLM "
+                                                    "backend that batches generation)."),
           batch_wait_ms: float = typer.Option(5.0, help="How long a batch waits for more requests."),
           torch_threads: int = typer.Option(1, help="torch intra-op threads per server process (0: torch's "
                                                     "default)."),

@@ -20,8 +20,9 @@ Design choices where the issue is silent:
   included), because that is the latency a client sees. On expiry the request is answered with the LSTM ranking and
   ``"fallback": true`` plus the reason, and leaves the hybrid's queue (a batch not yet started drops it). A batch
   already running cannot be interrupted (the LLM call is in a thread), so hybrid batches are small
-  (``llm_max_batch``, 4): little work is wasted when its callers have given up, and llama.cpp generates one prompt
-  at a time anyway. A hybrid that raises also falls back (reason given, error logged); a hybrid's own fallback flag
+  (``llm_max_batch``, 1 by default: llama.cpp generates one prompt at a time anyway; raise it for a backend that
+  batches generation): little work is wasted when its callers have given up. When recent hybrid calls show that a request cannot finish within its budget, it falls back at
+  once (reason ``predicted``) instead of waiting out the budget. A hybrid that raises also falls back (reason given, error logged); a hybrid's own fallback flag
   is passed through.
 * **Unknown users** (no stored event) get 404 instead of a cold-start list: a silent popularity list for a typo'd id
   would hide the typo. ``POST /recommendations`` with an empty history is the explicit cold-start call.
@@ -69,7 +70,7 @@ class ServeSettings:
     db: str = "dualrec-events.db"       # SQLite file path, or a database URL (postgresql://user@host:port/db)
     llm_budget_s: float = 5.0           # per-request time budget of the hybrid before falling back
     max_batch: int = 32                 # most requests one model call answers
-    llm_max_batch: int = 4              # ... for DUALRec: a batch runs to its end even if its callers gave up
+    llm_max_batch: int = 1              # ... for DUALRec (llama.cpp generates one prompt at a time anyway)
     batch_wait_ms: float = 5.0          # how long the first request of a batch waits for others
     torch_threads: int = 1              # intra-op threads of a server process (0: torch's default); see set_threads
     limits: Limits = field(default_factory=Limits)
@@ -106,7 +107,7 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
     from fastapi.staticfiles import StaticFiles
     from pydantic import BaseModel, Field, model_validator
 
-    from dualrec.serve.batching import MicroBatcher, Ranked
+    from dualrec.serve.batching import MicroBatcher, Ranked, WouldMissDeadline
     from dualrec.serve.limits import BodySizeLimitMiddleware, RateLimitMiddleware
     from dualrec.serve.metrics import Metrics, MetricsMiddleware
     from dualrec.serve.store import EventStore, IdempotencyConflict, request_hash
@@ -224,14 +225,21 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
                 raise HTTPException(422, "model 'dualrec' is not loaded by this server; start it with "
                                          "`dualrec serve --model LSTM_RUN --dualrec DUALREC_RUN`")
             try:
-                ranked = await asyncio.wait_for(batchers["dualrec"].submit(history, k), settings.llm_budget_s)
+                deadline = time.monotonic() + settings.llm_budget_s
+                ranked = await asyncio.wait_for(batchers["dualrec"].submit(history, k, deadline),
+                                                settings.llm_budget_s)
                 if ranked.extras.get("fallback"):
                     why = ranked.extras.get("error") or "no usable LLM output"
                     fallback, reason = True, f"DUALRec used its LSTM ranking: {why}"
                     metrics.fallbacks.inc("model")
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 fallback, reason = True, f"LLM time budget of {settings.llm_budget_s:g}s exceeded; LSTM ranking"
                 metrics.fallbacks.inc("budget")
+                ranked = await batchers["lstm"].submit(history, k)
+            except WouldMissDeadline as exc:
+                fallback, reason = True, (f"LLM time budget of {settings.llm_budget_s:g}s would be exceeded ({exc}); "
+                                          "LSTM ranking")
+                metrics.fallbacks.inc("predicted")
                 ranked = await batchers["lstm"].submit(history, k)
             except Exception:
                 log.exception("dualrec model failed; answering with the LSTM ranking")

@@ -6,6 +6,13 @@ waiting request, keeps collecting until ``max_batch`` requests or ``max_wait_s``
 two calls never share one model at once). While a call runs, new requests queue up and form the next batch, so the
 batch grows with load by itself. A caller that gave up (its future was cancelled, e.g. by a time budget) is dropped
 from the batch before the call, so a slow model does not pile up work nobody waits for.
+
+A caller may also give a ``deadline``. The batcher keeps a running estimate of how long one call takes (an
+exponential average); a request that would still be waiting when its deadline passes is answered at once with
+:class:`WouldMissDeadline` instead of joining the call, so the caller can fall back now rather than at the deadline,
+and the model does not spend a call on it. The estimate only applies while it is fresh (a call ended within the last
+``probe_after_s``); after that one batch runs anyway and refreshes it, so a passing slowdown is not remembered for
+ever.
 """
 
 from __future__ import annotations
@@ -34,33 +41,46 @@ class Ranked:
     model_seconds: float
 
 
+class WouldMissDeadline(Exception):
+    """The request's deadline would pass before a model call could answer it; ``seconds`` is the estimate."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"one call takes about {seconds:.1f}s")
+        self.seconds = seconds
+
+
 @dataclass
 class _Pending:
     history: np.ndarray
     k: int
     future: asyncio.Future
+    deadline: float | None = None  # time.monotonic() by which the caller needs the answer
 
 
 class MicroBatcher:
     """Groups concurrent ``submit`` calls for one :class:`~dualrec.models.base.Recommender` into batched calls."""
 
     def __init__(self, model: "Recommender", name: str, max_batch: int = 32, max_wait_s: float = 0.005,
-                 metrics: "Metrics | None" = None):
+                 metrics: "Metrics | None" = None, probe_after_s: float = 30.0):
         self.model, self.name = model, name
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.metrics = metrics
+        self.probe_after_s = probe_after_s
+        self.call_seconds: float | None = None  # running estimate of one call's duration
+        self._last_call_end = float("-inf")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
 
-    async def submit(self, history: np.ndarray, k: int) -> Ranked:
-        """Rank for one history; resolved by the next batched call."""
+    async def submit(self, history: np.ndarray, k: int, deadline: float | None = None) -> Ranked:
+        """Rank for one history; resolved by the next batched call. With ``deadline`` (``time.monotonic()``), raises
+        :class:`WouldMissDeadline` as soon as the call would end after it."""
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
             self._queue = asyncio.Queue()
             self._worker = loop.create_task(self._run(), name=f"batcher-{self.name}")
         future = loop.create_future()
-        self._queue.put_nowait(_Pending(np.asarray(history, dtype=np.int64), k, future))
+        self._queue.put_nowait(_Pending(np.asarray(history, dtype=np.int64), k, future, deadline))
         return await future
 
     async def _collect(self) -> list[_Pending]:
@@ -74,9 +94,16 @@ class MicroBatcher:
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
-        return [p for p in batch if not p.future.done()]
+        batch = [p for p in batch if not p.future.done()]
+        now = time.monotonic()
+        if self.call_seconds is not None and now - self._last_call_end < self.probe_after_s:
+            for p in batch:
+                if p.deadline is not None and now + self.call_seconds > p.deadline:
+                    p.future.set_exception(WouldMissDeadline(self.call_seconds))
+            batch = [p for p in batch if not p.future.done()]
+        return batch
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -94,6 +121,8 @@ class MicroBatcher:
                         p.future.set_exception(exc)
                 continue
             seconds = time.perf_counter() - start
+            self.call_seconds = seconds if self.call_seconds is None else 0.7 * self.call_seconds + 0.3 * seconds
+            self._last_call_end = time.monotonic()
             if self.metrics is not None:
                 self.metrics.model_calls.observe(len(batch), self.name)
                 self.metrics.model_seconds.observe(seconds, self.name)

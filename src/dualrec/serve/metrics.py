@@ -84,7 +84,9 @@ class Metrics:
                                      BATCH_BUCKETS, ("model",))
         self.model_seconds = Histogram("dualrec_model_call_duration_seconds", "Seconds per batched model call.",
                                        LATENCY_BUCKETS, ("model",))
-        self.fallbacks = Counter("dualrec_llm_fallbacks_total", "DUALRec answers that fell back to the LSTM ranking.",
+        self.fallbacks = Counter("dualrec_llm_fallbacks_total", "DUALRec answers given as the LSTM ranking, by reason "
+                                 "(budget: time ran out; predicted: recent calls show it would; model: DUALRec's own "
+                                 "fallback; error: DUALRec raised).",
                                  ("reason",))
         self.events = Counter("dualrec_events_stored_total", "Watch events committed to the store.")
         self.rejected = Counter("dualrec_requests_rejected_total", "Requests refused by input limits.", ("reason",))
