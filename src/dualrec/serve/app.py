@@ -42,7 +42,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Union
 
@@ -140,7 +140,8 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
         item: int | None = Field(None, examples=[1193])
         title: str | None = Field(None, min_length=1, max_length=300, examples=["One Flew Over the Cuckoo's Nest"])
         timestamp: datetime | float | None = Field(
-            None, description="Epoch seconds or ISO 8601; default: when the server receives it.")
+            None, description="Epoch seconds or ISO 8601 (UTC without an offset); default: when the server "
+                              "receives it.")
 
         @model_validator(mode="after")
         def _one_reference(self):
@@ -289,9 +290,7 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
         """Append watch events; committed to the database before this answers."""
         items = resolve([e.item if e.item is not None else e.title for e in body.events], "events")
         now = time.time()
-        stamps = [now if e.timestamp is None else
-                  e.timestamp.timestamp() if isinstance(e.timestamp, datetime) else float(e.timestamp)
-                  for e in body.events]
+        stamps = [now if e.timestamp is None else _epoch(e.timestamp) for e in body.events]
         fingerprint = request_hash(body.model_dump(mode="json"))
         try:
             result = app.state.store.append(user_id, items.tolist(), stamps, idempotency_key, fingerprint)
@@ -357,6 +356,13 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=limits.max_body_bytes, on_reject=metrics.rejected.inc)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _epoch(value: datetime | float) -> float:
+    """Epoch seconds; an ISO time without an offset is UTC (never the server's local zone)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return float(value)
 
 
 def _text(value) -> str | None:
