@@ -141,6 +141,7 @@ def main() -> None:
     model = Path(args.model) if args.model else fit_quick_lstm(args, work / "run")
     if args.embedded_dualrec:
         args.dualrec = str(embedded_dualrec(args, model, work / "dualrec"))
+    print(f"models: --model {model}" + (f" --dualrec {args.dualrec}" if args.dualrec else ""), flush=True)
     seqs = read_ml1m(Path(args.data_dir) / "ml-1m", ratings=args.ratings).top_items(1000).sequences()
     proc, url = start_server(args, model, work / "events.db")
     rows = []
