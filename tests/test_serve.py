@@ -170,6 +170,10 @@ def test_events_persist_across_restart_and_change_the_next_answer(lstm, db_url):
         assert again["history_length"] == 2
         assert [i["item"] for i in again["items"]] == [i["item"] for i in first["items"]]
         assert client.app.state.store.history("alice") == ([1193, 1], [100.0, 200.0])
+        stored = client.get("/users/alice/events").json()["events"]
+        assert [(e["item"], e["title"], e["timestamp"]) for e in stored] == [
+            (1193, "One Flew Over the Cuckoo's Nest (1975)", 100.0), (1, "Toy Story (1995)", 200.0)]
+        assert client.get("/users/nobody/events").json()["events"] == []
         # watching the top recommendation changes the very next answer: it leaves the list (history is masked)
         top = again["items"][0]["item"]
         assert client.post("/users/alice/events", json={"events": [{"item": top}]}).status_code == 201
@@ -510,41 +514,65 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def test_web_page_in_headless_chromium(lstm, tmp_path):
+def test_web_page_in_headless_chromium(lstm, model_dir, tmp_path):
+    """A person's path through the page in real Chromium: pick movies, get the LSTM's list; ask DUALRec and see its
+    fallback said; see a refused request's reason; switch to a stored user, whose picks become events."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (Debian package `chromium`)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (test extra) not installed")
-    app = make_app(lstm, tmp_path / "e.db", limits=NO_RATE)
+    # the DUALRec slot: a real model under a budget it cannot meet, so the page must show the fallback
+    app = make_app(lstm, tmp_path / "e.db", limits=NO_RATE, recommenders={"dualrec": load_recommender(model_dir)},
+                   llm_budget_s=0.001, batch_wait_ms=20, llm_max_batch=8)
     with uvicorn_server(app) as url, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)  # a fresh profile dir
         try:
             page = browser.new_page()
             page.goto(url + "/")
-            picked = []
-            for query in ("Toy Story", "Star Wars"):
+
+            def pick(query: str) -> int:
                 page.fill("#search", query)
-                first = page.locator("#results button").first
                 page.wait_for_function("q => document.querySelector('#results button')?.textContent.includes(q)",
                                        arg=query)
-                picked.append(int(first.get_attribute("data-item")))
+                first = page.locator("#results button").first
+                item = int(first.get_attribute("data-item"))
                 first.click()
+                return item
+
+            def shown() -> list[int]:
+                return [int(x) for x in page.locator("#recs li").evaluate_all("els => els.map(e => e.dataset.item)")]
+
+            picked = [pick("Toy Story"), pick("Star Wars")]
             page.wait_for_function("() => document.querySelectorAll('#watched li').length === 2")
             page.fill("#k", "8")
             page.click("#recommend")
             page.wait_for_selector("#answer:not([hidden]) #recs li")
-            shown = [int(x) for x in page.locator("#recs li").evaluate_all("els => els.map(e => e.dataset.item)")]
-            assert shown == lstm.recommend([np.array(picked)], 8).items[0].tolist()
-            assert page.locator("#fallback").is_hidden()
-            # stored-user mode: picks become events, the answer comes from the stored history
-            page.fill("#user", "web-user")
-            page.fill("#search", "Fargo")
-            page.wait_for_function("() => document.querySelector('#results button')?.textContent.includes('Fargo')")
-            page.locator("#results button").first.click()
-            page.wait_for_function("() => document.querySelectorAll('#watched li').length === 3")
-            assert app.state.store.count_events("web-user") == 1
+            lstm_list = lstm.recommend([np.array(picked)], 8).items[0].tolist()
+            assert shown() == lstm_list
+            assert page.locator("#fallback").is_hidden() and page.inner_text("#lstm-suggestion") == "-"
+
             page.select_option("#model", "dualrec")
             page.click("#recommend")
+            page.wait_for_selector("#fallback:not([hidden])")
+            assert "time budget" in page.inner_text("#fallback") and shown() == lstm_list
+
+            page.fill("#k", "500")
+            page.click("#recommend")
             page.wait_for_selector("#error:not([hidden])")
-            assert "--dualrec" in page.inner_text("#error")
+            assert page.inner_text("#error").startswith("422") and "less than or equal to 100" in page.inner_text("#error")
+
+            # stored-user mode: the page shows the stored history, picks become events, the answer uses them
+            heat = int(lstm.catalog.ground("Heat (1995)").item)
+            app.state.store.append("web-user", [heat], [1.0])
+            page.fill("#k", "5")
+            page.select_option("#model", "lstm")
+            page.fill("#user", "web-user")
+            page.dispatch_event("#user", "change")
+            page.wait_for_function("() => document.querySelector('#watched li')?.textContent.startsWith('Heat')")
+            fargo = pick("Fargo")
+            page.wait_for_function("() => document.querySelectorAll('#watched li').length === 2")
+            assert app.state.store.history("web-user")[0] == [heat, fargo]
+            page.click("#recommend")
+            page.wait_for_function("n => document.querySelectorAll('#recs li').length === n", arg=5)
+            assert shown() == lstm.recommend([np.array([heat, fargo])], 5).items[0].tolist()
         finally:
             browser.close()

@@ -5,6 +5,7 @@ Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
 * ``POST /users/{user_id}/events`` append watch events (item id or title, timestamp); titles ground through the
   :class:`~dualrec.data.catalog.Catalog`; anything that names no catalog item is a 422 that lists it. Committed before
   the 201 answer; an ``Idempotency-Key`` header makes retries safe (the replay answers 200 with the first answer).
+* ``GET /users/{user_id}/events`` the stored history, oldest first (empty for an unknown user).
 * ``GET /users/{user_id}/recommendations?k=10&model=lstm|dualrec`` ranks from the *stored* history, so an event
   changes the next answer at once.
 * ``POST /recommendations`` the same for an ad-hoc history (ids or titles), no stored user.
@@ -304,6 +305,13 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
         for e in out["events"]:
             e["title"] = catalog.title(e["item"])
         return out
+
+    @app.get("/users/{user_id}/events")
+    def get_events(user_id: str = PathParam(pattern=USER_ID_PATTERN),
+                   limit: int = Query(limits.max_history, ge=1, le=limits.max_history)):
+        """The user's stored history, oldest first (the newest ``limit`` events): what recommendations use."""
+        items, stamps = app.state.store.history(user_id, limit)
+        return {"user": user_id, "events": [{**item_info(i), "timestamp": t} for i, t in zip(items, stamps)]}
 
     @app.get("/users/{user_id}/recommendations", response_model=RecommendationsOut,
              responses={404: {"description": "No stored events for this user"}})

@@ -120,6 +120,22 @@ async function recommend() {
 }
 
 $("search").addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(search, 150); });
-$("user").addEventListener("change", renderWatched);
+async function loadUser() {
+  // A stored user's history is what the server ranks from: show it, and store new picks as events.
+  showError("");
+  const user = $("user").value.trim();
+  watched.length = 0;
+  if (user) {
+    try {
+      const data = await api("GET", `/users/${encodeURIComponent(user)}/events`);
+      watched.push(...data.events);
+    } catch (err) {
+      showError(err.message);
+    }
+  }
+  renderWatched();
+}
+
+$("user").addEventListener("change", loadUser);
 $("recommend").addEventListener("click", recommend);
 search();
