@@ -283,8 +283,10 @@ class LlamaCppBackend(LLMBackend):
             except ImportError as exc:  # pragma: no cover - depends on the install
                 raise ImportError("llama.cpp backend needs the 'llamacpp' extra: pip install 'dualrec[llamacpp]'") \
                     from exc
-            self._llm = Llama(model_path=self.resolved_path(), n_ctx=self.n_ctx,
-                              n_threads=self.n_threads or free_cpus(), verbose=False)
+            n = self.n_threads or free_cpus()
+            # n_threads_batch (prompt evaluation) defaults to every core: pin it too, or it spins under load
+            self._llm = Llama(model_path=self.resolved_path(), n_ctx=self.n_ctx, n_threads=n, n_threads_batch=n,
+                              verbose=False)
         return self._llm
 
     def _generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
