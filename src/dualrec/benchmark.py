@@ -195,6 +195,9 @@ def run_one(entry: dict, evaluation: EvalConfig, cfg: BenchmarkConfig, prepared,
     record["timings"]["users_per_s"] = result.counts["users"] / max(result.timings["total_s"], 1e-9)
     record["tuning"] = tuning
     record["quick"] = quick
+    opts = chosen.model
+    if opts.get("max_windows"):   # a budgeted neural fit says so wherever the record is shown
+        record["label"] = f"{entry['name']} ({opts.get('epochs', '?')} ep x {opts['max_windows'] // 1000}k windows)"
     return record
 
 
@@ -210,7 +213,7 @@ def timing_table(records: list[dict]) -> str:
     lines = ["| model | fit s | inference users/s |", "|---|---:|---:|"]
     for r in records:
         t = r["timings"]
-        lines.append(f"| {r['model']} | {t['fit_s']:.1f} | {t['users_per_s']:.0f} |")
+        lines.append(f"| {r.get('label') or r['model']} | {t['fit_s']:.1f} | {t['users_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -220,13 +223,13 @@ def paper_comparison(records: dict[str, list[dict]]) -> str:
     by_model: dict[str, dict[str, dict]] = {}
     for p in protocols:
         for r in records[p]:
-            by_model.setdefault(r["model"], {})[p] = r
+            by_model.setdefault(r.get("label") or r["model"], {})[p] = r
     cols = ["HR@1", "HR@5", "NDCG@5"]
     head = "| model | " + " | ".join(f"paper {c}" for c in cols) + " | " + " | ".join(
         f"{p} {c}" for p in protocols for c in cols) + " |"
     lines = [head, "|---|" + "---:|" * (len(cols) * (1 + len(protocols)))]
     for name, per in by_model.items():
-        paper = PAPER_TABLE.get(name)
+        paper = PAPER_TABLE.get(name.split(" ")[0])
         cells = [f"{v:.4f}" for v in paper] if paper else ["-"] * len(cols)
         for p in protocols:
             cells += [f"{per[p]['metrics'][c]:.4f}" if p in per else "-" for c in cols]

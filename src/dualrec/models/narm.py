@@ -52,6 +52,10 @@ class NARM(NeuralRecommender):
                 self.v = nn.Linear(c.hidden, 1, bias=False)
                 self.ct_drop = nn.Dropout(c.ct_dropout)
                 self.b = nn.Linear(2 * c.hidden, c.embedding_dim, bias=False)   # B in eq. 9
+                for p in (self.item_emb.weight, self.a1.weight, self.a2.weight, self.v.weight, self.b.weight):
+                    nn.init.xavier_normal_(p)   # as RecBole; N(0, 1) embeddings make the bilinear logits huge
+                with torch.no_grad():
+                    self.item_emb.weight[n].zero_()
 
             def encode(self, rows):
                 """``c_t = [c_g; c_l]``, ``[B, 2 * hidden]``."""

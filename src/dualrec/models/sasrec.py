@@ -66,6 +66,10 @@ class SASRec(NeuralRecommender):
                 self.blocks = nn.ModuleList(Block() for _ in range(c.num_blocks))
                 self.ln_out = nn.LayerNorm(d, eps=1e-8)
                 self.register_buffer("causal", torch.triu(torch.ones(L, L, dtype=torch.bool), 1))
+                nn.init.xavier_normal_(self.item_emb.weight)   # the authors' TF code: Glorot init
+                nn.init.xavier_normal_(self.pos_emb.weight)
+                with torch.no_grad():
+                    self.item_emb.weight[n].zero_()
 
             def encode(self, rows):
                 """The last position's output ``F_t``, ``[B, d]``."""
