@@ -28,6 +28,18 @@ SHORT_FIT = {
 BASELINES = list(SHORT_FIT)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Small models on a shared 2-core machine: two intra-op threads spin against other jobs (8x slower measured
+    for GRU4Rec under load), one thread is never much slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def split(ml1m_small):
     return make_split(ml1m_small.sequences(), "strict")

@@ -1,0 +1,91 @@
+"""`dualrec benchmark`: every listed model, both protocols, one evaluator; tables, chart, tuning, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from dualrec.benchmark import BenchmarkConfig, run_benchmark
+from conftest import ML1M_RATINGS, SHARED_DATA, REPO
+
+
+def _config(tmp_path, models, **extra) -> BenchmarkConfig:
+    return BenchmarkConfig.from_dict({"models": models, "out": str(tmp_path / "out"), "protocols": ["strict", "paper"],
+                                      "evaluation": {"ks": [1, 5, 10, 20]}, **extra})
+
+
+def test_quick_benchmark_writes_json_tables_chart_and_paper_comparison(tmp_path, ml1m_top1000):
+    cfg = _config(tmp_path, ["mostpop", {"name": "gru4rec", "hidden": 32}],
+                  quick={"users": 300, "epochs": 1, "max_windows": 3000, "max_eval_users": 80})
+    records = run_benchmark(cfg, quick=True, progress=False, dataset=ml1m_top1000)
+    out = tmp_path / "out"
+    assert set(records) == {"strict", "paper"}
+    for protocol, recs in records.items():
+        assert [r["model"] for r in recs] == ["mostpop", "gru4rec"]
+        for r in recs:
+            saved = json.loads((out / protocol / f"{r['model']}.json").read_text())
+            assert saved["protocol"] == protocol and saved["quick"] is True
+            assert saved["counts"]["users"] <= 80 and saved["timings"]["users_per_s"] > 0
+            assert (out / "runs" / protocol / r["model"] / "model" / "config.json").exists()
+        gru = next(r for r in recs if r["model"] == "gru4rec")
+        assert gru["config"]["model"]["epochs"] == 1 and gru["config"]["model"]["hidden"] == 32
+        table = (out / f"{protocol}.md").read_text()
+        # a budgeted neural fit is labelled with its budget wherever it is shown
+        assert gru["label"] == "gru4rec (1 ep x 3k windows)" and "label" not in recs[0]
+        assert "| mostpop |" in table and "| gru4rec (1 ep x 3k windows) |" in table
+        assert f"Protocol: {protocol}" in table
+        png = (out / f"{protocol}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # the splits differ: the paper protocol tests whole held-out users, strict tests every user's last item
+    assert records["strict"][0]["data"]["split_counts"] != records["paper"][0]["data"]["split_counts"]
+    comparison = (out / "paper-table.md").read_text()
+    assert "| mostpop | 0.0004 | 0.0070 | 0.0053 |" in comparison and "| gru4rec (1 ep x 3k windows) | - | - | - |" in comparison
+
+
+def test_tuning_uses_the_validation_split_and_keeps_the_best(tmp_path, ml1m_small):
+    cfg = _config(tmp_path, [{"name": "sknn", "tune": {"k": [1, 200]}}], protocols=["strict"])
+    rec = run_benchmark(cfg, progress=False, dataset=ml1m_small)["strict"][0]
+    trials = rec["tuning"]
+    assert [t["options"]["k"] for t in trials] == [1, 200]
+    best = max(trials, key=lambda t: t["valid"]["NDCG@10"])
+    assert rec["config"]["model"]["k"] == best["options"]["k"]
+    assert trials[0]["valid"]["NDCG@10"] != trials[1]["valid"]["NDCG@10"]
+
+
+def test_existing_results_are_kept_unless_forced(tmp_path, ml1m_small):
+    cfg = _config(tmp_path, ["mostpop"], protocols=["strict"])
+    run_benchmark(cfg, progress=False, dataset=ml1m_small)
+    path = tmp_path / "out" / "strict" / "mostpop.json"
+    marked = json.loads(path.read_text())
+    marked["label"] = "kept"
+    path.write_text(json.dumps(marked))
+    assert run_benchmark(cfg, progress=False, dataset=ml1m_small)["strict"][0]["label"] == "kept"
+    assert "label" not in run_benchmark(cfg, force=True, progress=False, dataset=ml1m_small)["strict"][0]
+
+
+def test_config_errors_are_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown key"):
+        BenchmarkConfig.from_dict({"modles": ["sknn"]})
+    with pytest.raises(ValueError, match="no name"):
+        BenchmarkConfig.from_dict({"models": [{"k": 3}]})
+    with pytest.raises(ValueError, match=r"\['nosuch'\] not in"):
+        BenchmarkConfig.from_dict({"models": ["sknn"]}).select(["nosuch"])
+    shipped = BenchmarkConfig.load(REPO / "configs" / "paper-table.yaml")
+    from dualrec.models import MODELS
+    assert all(m["name"] in MODELS for m in shipped.models) and shipped.protocols == ["strict", "paper"]
+
+
+def test_cli_benchmark_quick_subset(tmp_path):
+    from dualrec.cli import app
+
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["benchmark", "-c", str(REPO / "configs" / "paper-table.yaml"), "--quick",
+                                      "--models", "mostpop,sknn", "--data-dir", str(SHARED_DATA), "--ratings",
+                                      str(ML1M_RATINGS), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "paper").glob("*.json")) == ["mostpop.json", "sknn.json"]
+    assert "| sknn |" in result.output
+    bad = CliRunner().invoke(app, ["benchmark", "-c", str(REPO / "configs" / "paper-table.yaml"), "--models", "x"])
+    assert bad.exit_code == 2 and "not in the config's models" in bad.output
