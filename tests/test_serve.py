@@ -32,18 +32,28 @@ NO_RATE = Limits(rate_per_s=0)
 # ---- fixtures: a real trained model, databases, servers -------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def model_dir(ml1m_small, tmp_path_factory):
-    """A small real LSTM (300 windows, 1 epoch: seconds) saved as `dualrec train` saves a model."""
-    from dualrec.models import build_model
+def run_dir(ml1m_small, tmp_path_factory):
+    """A run folder as `dualrec train lstm -c configs/lstm.yaml` writes it, with a small real LSTM (300 windows,
+    1 epoch: seconds) on the strict protocol's training split."""
+    from dualrec import experiment as ex
+    from dualrec.config import ExperimentConfig
 
-    model = build_model("lstm", {"epochs": 1, "max_windows": 300, "progress": False, "seed": 7})
-    model.fit(ml1m_small.sequences(), ml1m_small.catalog)
-    return model.save(tmp_path_factory.mktemp("run") / "model")
+    cfg = ExperimentConfig.load(Path(__file__).resolve().parents[1] / "configs" / "lstm.yaml",
+                                ["model.epochs=1", "model.max_windows=300", "model.progress=false", "seed=7"])
+    run = tmp_path_factory.mktemp("runs") / "lstm-strict"
+    ex.fit(cfg, ex.prepare(cfg, dataset=ml1m_small), run)
+    return run
 
 
 @pytest.fixture(scope="session")
-def lstm(model_dir):
-    return load_recommender(model_dir)
+def model_dir(run_dir):
+    """The saved model inside the run folder (what DUALRec's ``stage1`` points at)."""
+    return run_dir / "model"
+
+
+@pytest.fixture(scope="session")
+def lstm(run_dir):
+    return load_recommender(run_dir)  # through experiment.load_run, as `dualrec serve --model RUN` does
 
 
 @pytest.fixture(scope="session")
@@ -127,8 +137,11 @@ def uvicorn_server(app):
 def cli_server(model_dir: Path, db: Path, *extra: str):
     """`dualrec serve` in its own process (the real command), stopped with SIGKILL or SIGINT by the test."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dualrec.cli", "serve", "--model", str(model_dir), "--db", str(db),
-                             "--port", str(port), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = Path(tempfile.mkstemp(prefix="dualrec-serve-", suffix=".log")[1])
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "dualrec.cli", "serve", "--model", str(model_dir), "--db",
+                                 str(db), "--port", str(port), *extra], stdout=out, stderr=subprocess.STDOUT)
+    proc.log_path = log  # the server's output, for failure messages
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -139,7 +152,7 @@ def cli_server(model_dir: Path, db: Path, *extra: str):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError("dualrec serve did not start:\n" + proc.stdout.read().decode(errors="replace"))
+            raise RuntimeError("dualrec serve did not start:\n" + log.read_text(errors="replace"))
         time.sleep(0.2)
     try:
         yield url, proc
@@ -147,6 +160,7 @@ def cli_server(model_dir: Path, db: Path, *extra: str):
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+        log.unlink(missing_ok=True)
 
 
 def _metric(text: str, line_prefix: str) -> float:
@@ -239,16 +253,16 @@ def test_sqlite_is_one_wal_file_created_on_first_start(lstm, tmp_path):
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
 
-def test_events_answered_2xx_survive_a_killed_server(model_dir, tmp_path):
-    """`dualrec serve` is killed with SIGKILL right after answering; a new process finds every event."""
+def test_events_answered_2xx_survive_a_killed_server(run_dir, tmp_path):
+    """`dualrec serve --model RUN` is killed with SIGKILL right after answering; a new process finds every event."""
     db = tmp_path / "crash.db"
-    with cli_server(model_dir, db) as (url, proc):
+    with cli_server(run_dir, db) as (url, proc):
         for i, item in enumerate([1193, 661, 914, 3408]):
             r = httpx.post(f"{url}/users/dora/events", json={"events": [{"item": item, "timestamp": i}]})
             assert r.status_code == 201
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    with cli_server(model_dir, db) as (url, proc):
+    with cli_server(run_dir, db) as (url, proc):
         r = httpx.get(f"{url}/users/dora/recommendations", params={"k": 5})
         assert r.status_code == 200 and r.json()["history_length"] == 4
         assert len(r.json()["items"]) == 5
@@ -269,7 +283,7 @@ def test_several_server_processes_share_postgresql(model_dir, postgres_url):
         while len(pids) < 2 and time.monotonic() < deadline:  # new connections until both processes have answered
             with contextlib.suppress(httpx.TransportError):
                 pids.add(httpx.get(url + "/healthz", timeout=30).json()["pid"])
-        assert len(pids) == 2
+        assert len(pids) == 2, proc.log_path.read_text()
 
         def writer(t: int) -> list[int]:
             with httpx.Client(base_url=url, timeout=60) as c:  # a new connection each post: both workers get some

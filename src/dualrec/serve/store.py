@@ -91,9 +91,22 @@ class EventStore:
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        self._create_schema()
         with self.engine.begin() as conn:
             conn.execute(idempotency_keys.delete().where(idempotency_keys.c.created < time.time() - idempotency_ttl_s))
+
+    def _create_schema(self, attempts: int = 5) -> None:
+        """Create the tables if missing. Several server processes may start at once on a new database: the loser
+        of a concurrent CREATE TABLE gets an error (PostgreSQL: a unique violation in its catalog; SQLite: "table
+        already exists") and simply tries again, when the tables are there."""
+        for attempt in range(attempts):
+            try:
+                metadata.create_all(self.engine)
+                return
+            except sa.exc.DBAPIError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def close(self) -> None:
         self.engine.dispose()
