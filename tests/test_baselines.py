@@ -141,3 +141,27 @@ def test_bad_options_are_named():
         build_model("narm", {"hiden": 10})
     with pytest.raises(ValueError, match="weighting"):
         build_model("sknn", {"weighting": "cubic"})
+
+
+def test_nir_three_step_prompting_with_the_embedded_llm(split, ml1m_small, tmp_path):
+    """NIR end to end with the packaged Gemma (llama.cpp): candidates by user filtering, three chained prompts,
+    grounded lists of length k, every title counted, and the second call answered from the response cache."""
+    model = build_model("nir", {"cache": str(tmp_path / "cache"), "step_tokens": [16, 16, 48]})
+    model.fit(split.train, ml1m_small.catalog)
+    histories = split.test.histories[:2]
+    recs = model.recommend(histories, k=10)
+    candidates = model.candidates.recommend(histories, model.config.n_candidates).items
+    for h, items, extra, cands in zip(histories, recs.items, recs.extras, candidates):
+        assert len(items) == 10 and not np.isin(items, h).any() and ml1m_small.catalog.has(items).all()
+        assert extra["llm_error"] is None and extra["generated"] >= extra["ungrounded"]
+        # what did not come from the LLM came from the candidate set, and is counted as such
+        assert np.isin(items[10 - extra["filled_from_candidates"]:], cands).all()
+        assert extra["fallback"] == (extra["filled_from_candidates"] > 0)
+    assert {"candidates", "llm_step1", "llm_step2", "llm_step3"} <= set(recs.timings)
+    assert model.backend.stats.requests == 6 and model.backend.stats.cached == 0
+    again = model.recommend(histories, k=10)
+    assert model.backend.stats.cached == 6
+    for a, b in zip(recs.items, again.items):
+        np.testing.assert_array_equal(a, b)
+    loaded = Recommender.load(model.save(tmp_path / "nir"))
+    np.testing.assert_array_equal(loaded.candidates.recommend(histories, 19).items[0], candidates[0])

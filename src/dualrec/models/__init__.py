@@ -21,6 +21,7 @@ MODELS: dict[str, str] = {
     "stamp": "dualrec.models.stamp:STAMP",
     "sasrec": "dualrec.models.sasrec:SASRec",
     "slim": "dualrec.models.slim:SLIM",
+    "nir": "dualrec.models.nir:NIR",
 }
 
 
