@@ -434,9 +434,10 @@ def test_bad_inputs_get_clear_4xx(lstm, tmp_path):
         r = client.post("/users/eve/events", json={"events": [{"item": 1193}, {"item": 99999999},
                                                                {"title": "Qwxz Blorf Unfilmed"}]})
         assert r.status_code == 422
-        unknown = r.json()["detail"]["unknown"]
-        assert [(u["index"], u.get("item"), u.get("title")) for u in unknown] == [
-            (1, 99999999, None), (2, None, "Qwxz Blorf Unfilmed")]
+        assert [(u["loc"], u["type"], u["input"]) for u in r.json()["detail"]] == [
+            (["body", "events", 1, "item"], "unknown_item", 99999999),
+            (["body", "events", 2, "title"], "unknown_title", "Qwxz Blorf Unfilmed")]
+        assert "item id 99999999 is not in the model's catalog" in r.text
         assert client.app.state.store.count_events("eve") == 0  # nothing stored from a refused post
         cases = [
             ("post", "/users/eve/events", {"events": [{"item": 1, "title": "Heat"}]}, 422, "exactly one"),
@@ -447,8 +448,10 @@ def test_bad_inputs_get_clear_4xx(lstm, tmp_path):
             ("get", "/users/eve/recommendations?model=gpt", None, 422, "lstm"),
             ("get", "/users/nobody/recommendations", None, 404, "no stored events for user 'nobody'"),
             ("post", "/recommendations", {"history": list(range(1, 30))}, 422, "at most 20"),
-            ("post", "/recommendations", {"history": [1], "model": "dualrec"}, 422, "--dualrec"),
+            ("post", "/recommendations", {"history": [1], "model": "dualrec"}, 422, "Input should be 'lstm'"),
             ("post", "/recommendations", {"history": [1], "k": "ten"}, 422, "integer"),
+            ("post", "/recommendations", {"history": [1, True]}, 422, "integer"),  # JSON true is not item 1
+            ("post", "/recommendations", {"history": [1, "Qwxz Blorf"]}, 422, '"loc":["body","history",1]'),
         ]
         for method, path, body, status, message in cases:
             r = getattr(client, method)(path, json=body) if body is not None else getattr(client, method)(path)
@@ -516,6 +519,10 @@ def test_healthz_metrics_and_openapi(lstm, tmp_path):
         assert _metric(text, 'dualrec_http_request_duration_seconds_count{method="POST",route="/recommendations"}') == 1
         assert "# TYPE dualrec_llm_fallbacks_total counter" in text
         spec = client.get("/openapi.json").json()
+        model_param = next(p for p in spec["paths"]["/users/{user_id}/recommendations"]["get"]["parameters"]
+                           if p["name"] == "model")
+        schema = model_param["schema"]  # one allowed value is a JSON-schema const, several an enum
+        assert schema.get("enum", [schema.get("const")]) == ["lstm"] and "--dualrec" in model_param["description"]
         assert {"/users/{user_id}/events", "/users/{user_id}/recommendations", "/recommendations", "/healthz",
                 "/metrics"} <= set(spec["paths"])
         assert client.get("/").headers["content-type"].startswith("text/html")
@@ -572,7 +579,7 @@ def test_web_page_in_headless_chromium(lstm, model_dir, tmp_path):
             page.fill("#k", "500")
             page.click("#recommend")
             page.wait_for_selector("#error:not([hidden])")
-            assert page.inner_text("#error").startswith("422") and "less than or equal to 100" in page.inner_text("#error")
+            assert page.inner_text("#error") == "422: Input should be less than or equal to 100"
 
             # stored-user mode: the page shows the stored history, picks become events, the answer uses them
             heat = int(lstm.catalog.ground("Heat (1995)").item)

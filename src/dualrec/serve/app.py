@@ -3,7 +3,8 @@
 Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
 
 * ``POST /users/{user_id}/events`` append watch events (item id or title, timestamp); titles ground through the
-  :class:`~dualrec.data.catalog.Catalog`; anything that names no catalog item is a 422 that lists it. Committed before
+  :class:`~dualrec.data.catalog.Catalog`; anything that names no catalog item is a 422 that lists it (in FastAPI's
+  validation-error shape, with ``loc`` pointing at the event). Committed before
   the 201 answer; an ``Idempotency-Key`` header makes retries safe (the replay answers 200 with the first answer).
 * ``GET /users/{user_id}/events`` the stored history, oldest first (empty for an unknown user).
 * ``GET /users/{user_id}/recommendations?k=10&model=lstm|dualrec`` ranks from the *stored* history, so an event
@@ -16,7 +17,8 @@ Design choices where the issue is silent:
 
 * **Two run folders.** ``model`` is the fast ranker (any Recommender, normally the Stage-1 LSTM) and the fallback;
   ``dualrec`` (optional) is the hybrid. Without ``model``, the hybrid's own Stage 1 is the ranker (loaded once).
-  ``model=dualrec`` when no hybrid is loaded is a 422 saying how to load one.
+  The spec's ``model`` enum lists the loaded models only, so ``model=dualrec`` on a server without the hybrid is a
+  plain 422, and the field's description says how to load it.
 * **LLM time budget.** The budget counts from the moment a request starts waiting for the hybrid (queueing
   included), because that is the latency a client sees. On expiry the request is answered with the LSTM ranking and
   ``"fallback": true`` plus the reason, and leaves the hybrid's queue (a batch not yet started drops it). A batch
@@ -45,7 +47,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Callable, Literal, Union
 
 import numpy as np
 
@@ -106,7 +108,7 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
     from fastapi.staticfiles import StaticFiles
-    from pydantic import BaseModel, Field, model_validator
+    from pydantic import BaseModel, Field, StrictInt, model_validator
 
     from dualrec.serve.batching import MicroBatcher, Ranked, WouldMissDeadline
     from dualrec.serve.limits import BodySizeLimitMiddleware, RateLimitMiddleware
@@ -135,10 +137,16 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
 
     # ---- request / response schemas ------------------------------------------------------------------------
 
+    # The models this server has loaded, as the spec's enum: asking for one it lacks is a plain validation error.
+    ModelName = Literal[tuple(batchers)]  # noqa: N806 - a type
+    model_doc = ("Which model ranks: " + ", ".join(batchers) +
+                 ("" if "dualrec" in batchers else " (dualrec needs `dualrec serve --dualrec RUN`)"))
+    bad_body = {400: {"description": "The body is not parseable (FastAPI)"}}
+
     class EventIn(BaseModel):
         """One watch event: exactly one of ``item`` (catalog id) or ``title`` (free text, grounded)."""
 
-        item: int | None = Field(None, examples=[1193])
+        item: StrictInt | None = Field(None, examples=[1193])
         title: str | None = Field(None, min_length=1, max_length=300, examples=["One Flew Over the Cuckoo's Nest"])
         timestamp: datetime | float | None = Field(
             None, description="Epoch seconds or ISO 8601 (UTC without an offset); default: when the server "
@@ -154,11 +162,11 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
         events: list[EventIn] = Field(min_length=1, max_length=limits.max_events_per_post)
 
     class HistoryIn(BaseModel):
-        history: list[Union[int, str]] = Field(
+        history: list[Union[StrictInt, str]] = Field(
             default_factory=list, max_length=limits.max_history,
             description="Watched items oldest first: catalog ids (numbers) or titles (strings).")
-        k: int = Field(10, ge=1, le=limits.max_k)
-        model: Literal["lstm", "dualrec"] = "lstm"
+        k: StrictInt = Field(10, ge=1, le=limits.max_k)
+        model: ModelName = Field("lstm", description=model_doc)
 
     class ItemOut(BaseModel):
         rank: int
@@ -189,28 +197,28 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
 
     # ---- helpers ---------------------------------------------------------------------------------------------
 
-    def resolve(refs: list[Union[int, str]], where: str) -> np.ndarray:
-        """Catalog ids for ids/titles; one 422 naming every reference that matches no catalog item."""
+    def resolve(refs: list[Union[int, str]], loc: Callable[[int, str], list]) -> np.ndarray:
+        """Catalog ids for ids/titles; one 422 naming every reference that matches no catalog item, in FastAPI's
+        validation-error shape (``loc``, ``msg``, ``type``, ``input``) so clients parse every 422 the same way."""
         ids = np.zeros(len(refs), dtype=np.int64)
         unknown = []
         numeric = [i for i, r in enumerate(refs) if isinstance(r, int)]
         if numeric:
             values = np.array([refs[i] for i in numeric], dtype=np.int64)
-            known = catalog.has(values)
             ids[numeric] = values
-            unknown += [{"index": numeric[j], "item": int(values[j]), "reason": "item id not in the model's catalog"}
-                        for j in np.flatnonzero(~known)]
+            unknown += [{"type": "unknown_item", "loc": loc(numeric[j], "item"), "input": int(values[j]),
+                         "msg": f"item id {int(values[j])} is not in the model's catalog"}
+                        for j in np.flatnonzero(~catalog.has(values))]
         texts = [i for i, r in enumerate(refs) if isinstance(r, str)]
         if texts:
             for i, g in zip(texts, catalog.ground_many([refs[i] for i in texts])):
                 if g.item is None:
-                    unknown.append({"index": i, "title": refs[i],
-                                    "reason": f"no catalog title matches (best score {g.score:.0f} < 80)"})
+                    unknown.append({"type": "unknown_title", "loc": loc(i, "title"), "input": refs[i],
+                                    "msg": f"no catalog title matches {refs[i]!r} (best score {g.score:.0f} < 80)"})
                 else:
                     ids[i] = g.item
         if unknown:
-            unknown.sort(key=lambda u: u["index"])
-            raise HTTPException(422, {"message": f"{len(unknown)} unknown item(s) in {where}", "unknown": unknown})
+            raise HTTPException(422, sorted(unknown, key=lambda u: u["loc"][2]))
         return ids
 
     def describe(ranked: Ranked) -> list[dict]:
@@ -223,9 +231,6 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
         if model == "lstm":
             ranked = await batchers["lstm"].submit(history, k)
         else:
-            if "dualrec" not in batchers:
-                raise HTTPException(422, "model 'dualrec' is not loaded by this server; start it with "
-                                         "`dualrec serve --model LSTM_RUN --dualrec DUALREC_RUN`")
             try:
                 deadline = time.monotonic() + settings.llm_budget_s
                 ranked = await asyncio.wait_for(batchers["dualrec"].submit(history, k, deadline),
@@ -283,13 +288,14 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
 
     @app.post("/users/{user_id}/events", status_code=201, response_model=EventsOut,
               responses={200: {"description": "Replay of an earlier post with the same Idempotency-Key"},
-                         409: {"description": "Idempotency-Key reused with a different body"},
+                         409: {"description": "Idempotency-Key reused with a different body"}, **bad_body,
                          422: {"description": "Unknown items or invalid input"}})
     def post_events(body: EventsIn, response: Response,
                     user_id: str = PathParam(pattern=USER_ID_PATTERN),
                     idempotency_key: str | None = Header(None, min_length=1, max_length=255)):
         """Append watch events; committed to the database before this answers."""
-        items = resolve([e.item if e.item is not None else e.title for e in body.events], "events")
+        items = resolve([e.item if e.item is not None else e.title for e in body.events],
+                        lambda i, field: ["body", "events", i, field])
         now = time.time()
         stamps = [now if e.timestamp is None else _epoch(e.timestamp) for e in body.events]
         fingerprint = request_hash(body.model_dump(mode="json"))
@@ -317,7 +323,7 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
              responses={404: {"description": "No stored events for this user"}})
     async def user_recommendations(user_id: str = PathParam(pattern=USER_ID_PATTERN),
                                    k: int = Query(10, ge=1, le=limits.max_k),
-                                   model: Literal["lstm", "dualrec"] = "lstm"):
+                                   model: ModelName = Query("lstm", description=model_doc)):
         """Recommendations from the user's stored history (the newest ``max_history`` events)."""
         items, _ = await run_in_threadpool(app.state.store.history, user_id, limits.max_history)
         if not items:
@@ -325,10 +331,10 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
                                      "(or POST /recommendations with a history)")
         return dict(await rank(np.asarray(items, dtype=np.int64), k, model), user=user_id)
 
-    @app.post("/recommendations", response_model=RecommendationsOut)
+    @app.post("/recommendations", response_model=RecommendationsOut, responses=bad_body)
     async def adhoc_recommendations(body: HistoryIn):
         """Recommendations for a history given in the request (ids or titles), nothing stored."""
-        return await rank(resolve(body.history, "history"), body.k, body.model)
+        return await rank(resolve(body.history, lambda i, _: ["body", "history", i]), body.k, body.model)
 
     @app.get("/items")
     def search_items(q: str = Query("", max_length=200), limit: int = Query(20, ge=1, le=200)):

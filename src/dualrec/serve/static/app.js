@@ -17,11 +17,8 @@ async function api(method, path, body, headers) {
   });
   const data = await response.json().catch(() => ({}));
   if (!response.ok) {
-    const detail = data.detail;
-    let text = typeof detail === "string" ? detail : JSON.stringify(detail);
-    if (detail && detail.unknown) {
-      text = detail.message + ": " + detail.unknown.map((u) => u.title || u.item).join(", ");
-    }
+    const detail = data.detail;  // a string, or FastAPI's list of {loc, msg, type}
+    const text = Array.isArray(detail) ? detail.map((d) => d.msg).join("; ") : String(detail);
     throw new Error(`${response.status}: ${text}`);
   }
   return data;
@@ -138,4 +135,19 @@ async function loadUser() {
 
 $("user").addEventListener("change", loadUser);
 $("recommend").addEventListener("click", recommend);
+
+async function markLoadedModels() {
+  // Only the models this server loaded can be asked for.
+  try {
+    const health = await api("GET", "/healthz");
+    for (const option of $("model").options) {
+      option.disabled = !(option.value in health.models);
+      if (option.disabled) option.textContent += " (not loaded)";
+    }
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+markLoadedModels();
 search();
