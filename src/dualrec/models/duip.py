@@ -221,8 +221,9 @@ def build_duip_network(config: DUIPConfig, catalog, encoder, lm, tokenizer, item
             h = out.last_hidden_state
             P = emb.shape[1]
             logits = self.item_scores(h[:, P - 1])
-            token_logits = self.lm.get_output_embeddings()(h[:, P - 1:-1])       # predicts target tokens 0..T-1
-            title_loss = F.cross_entropy(token_logits.float().flatten(0, 1), t_ids.masked_fill(~t_ok, -100).flatten())
+            # the 262k-vocabulary LM head only where a real title token is predicted (B x T x V would be GBs)
+            token_logits = self.lm.get_output_embeddings()(h[:, P - 1:-1][t_ok])  # predicts target tokens 0..T-1
+            title_loss = F.cross_entropy(token_logits.float(), t_ids[t_ok])
             return logits, title_loss
 
         @torch.no_grad()
