@@ -426,6 +426,27 @@ def test_dualrec_with_the_embedded_llm_and_its_time_budget(dualrec_dir, user_his
         assert r["items"] and not {i["item"] for i in r["items"]} & set(history)
 
 
+def test_dualrec_own_fallback_reason_is_passed_on(model_dir, ml1m_small, user_histories, tmp_path):
+    """A real DUALRec whose LLM server is down (a closed port on 127.0.0.1): DUALRec answers with its Stage-1 ranking
+    and says why; the service passes that on as the fallback reason and counts it."""
+    from dualrec.models import build_model
+
+    hybrid = build_model("dualrec", {"stage1": str(model_dir), "cache": False, "progress": False, "backend": {
+        "kind": "openai", "base_url": f"http://127.0.0.1:{_free_port()}/v1", "model": "none", "max_retries": 0,
+        "timeout": 5}})
+    hybrid.fit(ml1m_small.sequences(), ml1m_small.catalog)  # loads Stage 1; nothing to train
+    history = user_histories[5].tolist()
+    app = create_app(ServeSettings(model=None, db=str(tmp_path / "e.db"), llm_budget_s=60),
+                     recommenders={"dualrec": hybrid})
+    with TestClient(app) as client:
+        r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
+        assert r["fallback"] is True and r["fallback_reason"].startswith("DUALRec used its LSTM ranking: ")
+        assert len(r["fallback_reason"]) > len("DUALRec used its LSTM ranking: ")  # the backend's error, named
+        assert [i["item"] for i in r["items"]] == hybrid.stage1.recommend([np.array(history)], 5).items[0].tolist()
+        assert r["lstm_suggestion"] == r["items"][0]["title"]
+        assert _metric(client.get("/metrics").text, 'dualrec_llm_fallbacks_total{reason="model"}') == 1
+
+
 # ---- input limits and errors ------------------------------------------------------------------------------------
 
 def test_bad_inputs_get_clear_4xx(lstm, tmp_path):
