@@ -33,7 +33,10 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--windows", type=int, default=20000, help="training windows timed per neural model")
     ap.add_argument("--users", type=int, default=2000, help="held-out histories timed at inference")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cfg = ExperimentConfig.from_dict({"data": {"name": "ml-1m", "data_dir": args.data_dir, "ratings": args.ratings}})
     dataset = load_dataset(cfg)
