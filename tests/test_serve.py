@@ -244,6 +244,52 @@ def test_concurrent_writers_lose_nothing(lstm, db_url):
         assert stamps == sorted(stamps) and len(hist) == store.count_events("u0")
 
 
+def _append_many(db: str, writer: int, n: int) -> None:
+    from dualrec.serve.store import EventStore
+
+    store = EventStore(db)
+    for i in range(n):
+        store.append(f"p{i % 3}", [1193, 260], [writer * 1000 + i, writer * 1000 + i + 0.5],
+                     idempotency_key=f"w{writer}-{i}")
+        store.append("p0", [1], [0.0], idempotency_key="same-for-all")  # every process retries one shared key
+    store.close()
+
+
+def test_sqlite_writers_in_several_processes_lose_nothing(tmp_path):
+    import multiprocessing as mp
+
+    from dualrec.serve.store import EventStore
+
+    db = str(tmp_path / "multi.db")
+    EventStore(db).close()  # created once, as the first server start does
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(db, w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    store = EventStore(db)
+    assert store.count_events() == 4 * 40 * 2 + 1
+    assert store.count_events("p0") == sum(2 for i in range(40) if i % 3 == 0) * 4 + 1
+
+
+def test_idempotency_keys_expire_after_their_ttl(tmp_path):
+    from dualrec.serve.store import EventStore
+
+    db = tmp_path / "ttl.db"
+    store = EventStore(db)
+    assert not store.append("u", [1], [1.0], idempotency_key="k").replayed
+    assert store.append("u", [1], [1.0], idempotency_key="k").replayed
+    store.close()
+    store = EventStore(db, idempotency_ttl_s=3600)  # an hour-old key is kept ...
+    assert store.append("u", [1], [1.0], idempotency_key="k").replayed
+    store.close()
+    store = EventStore(db, idempotency_ttl_s=0)  # ... a key past its TTL is purged when the store opens
+    assert not store.append("u", [1], [1.0], idempotency_key="k").replayed
+    assert store.count_events("u") == 2
+
+
 def test_sqlite_is_one_wal_file_created_on_first_start(lstm, tmp_path):
     db = tmp_path / "sub" / "events.db"
     with TestClient(make_app(lstm, db)) as client:
