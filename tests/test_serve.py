@@ -393,6 +393,7 @@ def test_llm_budget_falls_back_to_the_lstm_ranking(lstm, model_dir, user_histori
         r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
         assert r["fallback"] is True and "budget of 0.001s" in r["fallback_reason"]
         assert [i["item"] for i in r["items"]] == lstm.recommend([np.array(history)], 5).items[0].tolist()
+        assert r["lstm_suggestion"] == r["items"][0]["title"] and r["llm_text"] is None
         metrics = client.get("/metrics").text
         assert _metric(metrics, 'dualrec_llm_fallbacks_total{reason="budget"}') == 1
         assert _metric(metrics, 'dualrec_model_batch_size_count{model="dualrec"}') == 0  # dropped before the call

@@ -254,8 +254,12 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
                 metrics.fallbacks.inc("error")
                 ranked = await batchers["lstm"].submit(history, k)
         extras = ranked.extras
-        return {"model": model, "items": describe(ranked), "history_length": int(len(history)),
-                "lstm_suggestion": _text(extras.get("lstm_title")), "llm_text": _text(extras.get("llm_text")),
+        items = describe(ranked)
+        suggestion = extras.get("lstm_title")
+        if suggestion is None and model == "dualrec" and items:  # answered by the LSTM: its top-1 is the suggestion
+            suggestion = items[0]["title"]
+        return {"model": model, "items": items, "history_length": int(len(history)),
+                "lstm_suggestion": _text(suggestion), "llm_text": _text(extras.get("llm_text")),
                 "fallback": fallback, "fallback_reason": reason, "batch_size": ranked.batch_size,
                 "timings_ms": {"model": round(ranked.model_seconds * 1000, 3),
                                "total": round((time.perf_counter() - start) * 1000, 3)}}
