@@ -113,6 +113,19 @@ async def closed_loop(url: str, clients: int, max_requests: int, seconds: float,
             "fallbacks": sum(bool(b.get("fallback")) for b in bodies)}
 
 
+def wrk_level(url: str, clients: int, seconds: float, users: int, model: str) -> dict:
+    """The same closed loop driven by wrk (C, one thread): the server's figures without a Python client's cost."""
+    script = Path(__file__).with_name("wrk_recommendations.lua")
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, int(seconds))}s", "--timeout", "120s",
+                          "-s", str(script), url], capture_output=True, text=True, check=True,
+                         env={**os.environ, "BENCH_USERS": str(users), "BENCH_MODEL": model}).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    wall = r["duration_us"] / 1e6
+    return {"clients": clients, "requests": r["requests"], "ok": r["requests"] - r["non2xx"] - r["errors"],
+            "wall_s": wall, "rps": r["requests"] / wall, "p50": r["p50_us"] / 1000, "p95": r["p95_us"] / 1000,
+            "p99": r["p99_us"] / 1000, "mean_batch": float("nan"), "fallbacks": 0}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ratings", required=True)
@@ -132,6 +145,8 @@ def main() -> None:
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--llm-budget", type=float, default=10.0)
     p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--wrk", action="store_true", help="also drive the LSTM path with wrk (Debian package `wrk`), "
+                                                       "for time-bounded levels without the Python client's cost")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
 
@@ -173,6 +188,12 @@ def main() -> None:
                 rows.append({"path": f"GET recommendations ({model_name})", **row})
                 print(json.dumps(rows[-1]), flush=True)
 
+        if args.wrk:
+            for c in levels:
+                rows.append({"path": "GET recommendations (lstm), wrk client", **wrk_level(url, c, args.seconds,
+                                                                                         len(users), "lstm")})
+                print(json.dumps(rows[-1]), flush=True)
+
         async def post(client, n):
             return await client.post(f"/users/writer{n % 97}/events", json={"events": [{"item": int(seqs[0][n % 30])}]},
                                      headers={"Idempotency-Key": f"bench-{n}"})
@@ -190,15 +211,26 @@ def main() -> None:
           f"date {time.strftime('%Y-%m-%d')}; load average at the end {os.getloadavg()[0]:.1f}; server batch <= "
           f"{args.max_batch} (DUALRec {args.llm_max_batch}), wait {args.batch_wait_ms} ms, LLM budget "
           f"{args.llm_budget} s, torch threads {args.torch_threads}\n")
+    calls = {}
+    for m in ("lstm", "dualrec"):
+        n = _metric_sum(metrics, 'dualrec_model_batch_size_count{model="%s"}' % m)
+        if n:
+            calls[m] = (int(n), _metric_sum(metrics, 'dualrec_model_batch_size_sum{model="%s"}' % m) / n)
+    print("server model calls (count, mean batch): " + ", ".join(f"{m} {n} ({b:.1f})" for m, (n, b) in calls.items())
+          + "\n")
     print("| path | clients | requests (2xx) | throughput req/s | p50 ms | p95 ms | p99 ms | mean batch | fallbacks |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['clients']} | {r['requests']} ({r['ok']}) | {r['rps']:.1f} | {r['p50']:.1f} | "
-              f"{r['p95']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} | {r['fallbacks']} |")
+              f"{r['p95']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} | {r['fallbacks']} |".replace("nan", "-"))
     fallbacks = [line for line in metrics.splitlines() if line.startswith("dualrec_llm_fallbacks_total")]
     print("\nserver fallbacks: " + (", ".join(fallbacks) or "none"))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+def _metric_sum(text: str, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 if __name__ == "__main__":
