@@ -84,7 +84,8 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
     record["wall_s"] = time.perf_counter() - start
     if hasattr(model, "close"):
         model.close()
-    path = out_dir / protocol / f"{row.key}.json"
+    # a subset run does not overwrite the full run of the same row (e.g. the LSTM on all users and on the first 64)
+    path = out_dir / protocol / (f"{row.key}@{scored}.json" if scored != n_full else f"{row.key}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1, default=str))
     stages = {k[6:-11]: v for k, v in record["timings"].items() if k.startswith("stage_")}
@@ -102,7 +103,7 @@ def render(out_dir: Path, command: str | None = None) -> str:
     parts = []
     for protocol in ("paper", "strict"):
         recs = [json.loads(p.read_text()) for p in sorted((out_dir / protocol).glob("*.json"))]
-        recs = sorted(recs, key=lambda r: order.get(r.get("row"), 99))
+        recs = sorted(recs, key=lambda r: (order.get(r.get("row"), 99), -r["counts"]["users"]))
         if not recs:
             continue
         parts.append(f"**Protocol `{protocol}`** ({recs[0]['protocol_note']}).\n")
