@@ -127,12 +127,18 @@ def render(out_dir: Path, command: str | None = None) -> str:
     return text
 
 
+TABLE_MARK = "<!-- dualrec table (python -m dualrec.llm.table --render-only --docs docs/results.md) -->"
+
+
 def write_docs(text: str, docs: Path = Path("docs/results.md")) -> None:
-    """Replace only what lies between this section's markers."""
+    """Replace the tables inside this section's markers; hand-written text above ``TABLE_MARK`` stays."""
     doc = docs.read_text()
     start = doc.index("<!-- section: dualrec")
     start = doc.index("-->", start) + 3
     end = doc.index("<!-- end: dualrec -->")
+    mark = doc.find(TABLE_MARK, start, end)
+    if mark >= 0:
+        start = mark + len(TABLE_MARK)
     docs.write_text(doc[:start] + "\n" + text.rstrip("\n") + "\n" + doc[end:])
 
 
