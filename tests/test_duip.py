@@ -147,3 +147,17 @@ def test_generate_output_grounds_titles_and_counts_misses(fitted, top100):
         if len(items):
             assert ds.catalog.ground(extra["text"]).item is not None
     assert set(recs.timings) == {"generate", "ground"}
+
+
+@pytest.mark.slow
+def test_encoder_starts_from_a_trained_lstm_run(top100, tmp_path):
+    ds, split = top100
+    lstm = build_model("lstm", {"max_windows": 64, "epochs": 1, "min_len": 5, "progress": False, "hidden2": 64})
+    path = lstm.fit(split.train, ds.catalog).save(tmp_path / "lstm")
+    m = _built(ds.catalog, split.train, lm_mode="frozen", lstm_run=str(path))
+    assert torch.equal(m.net.encoder.lstm2.weight_hh_l0, lstm.net.lstm2.weight_hh_l0)
+    assert m.config.lstm["hidden2"] == 64  # copied, so a saved DUIP rebuilds the same encoder
+    other = DUIP({**SMALL, "lstm_run": str(path)})
+    other.catalog = ds.catalog.subset(ds.catalog.ids[:50])
+    with pytest.raises(ValueError, match="different catalog"):
+        other._encoder()
