@@ -178,7 +178,8 @@ def build_duip_network(config: DUIPConfig, catalog, encoder, lm, tokenizer, item
             head = self.head_ids.expand(B, -1)
             tail = self.tail_ids.expand(B, -1)
             ids = torch.cat([head, body, tail], dim=1)
-            ok = torch.cat([torch.ones_like(head, dtype=torch.bool), body_ok, torch.ones_like(tail, dtype=torch.bool)], 1)
+            ok = torch.cat([torch.ones_like(head, dtype=torch.bool), body_ok,
+                            torch.ones_like(tail, dtype=torch.bool)], 1)
             emb = self.lm.get_input_embeddings()(ids)                            # Gemma scales by sqrt(d) here
             if c.soft_tokens:
                 soft = self.soft_map(self.encoder.encode(rows)).view(B, c.soft_tokens, d_model)
