@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,8 +110,8 @@ def candidate_options(entry: dict, quick: QuickConfig | None) -> list[dict]:
     fields = {f.name for f in dataclasses.fields(get_model_class(entry["name"]).config_class)}
     if quick is not None:
         grid = {k: v[:1] for k, v in grid.items()}
-        base.update({k: v for k, v in (("epochs", quick.epochs), ("max_windows", quick.max_windows), ("progress", False))
-                     if k in fields})
+        smoke = {"epochs": quick.epochs, "max_windows": quick.max_windows, "progress": False}
+        base.update({k: v for k, v in smoke.items() if k in fields})
     keys = list(grid)
     return [{**base, **dict(zip(keys, values))} for values in itertools.product(*(grid[k] for k in keys))]
 

@@ -13,8 +13,9 @@ NIR has two parts, both kept here:
 The LLM comes from the stage-2 backends (``dualrec.llm.backends.make_backend``: the packaged Gemma 3 270M through
 llama.cpp by default, or any OpenAI-compatible server such as the paper's GPT-3); responses are cached on disk.
 Step 3's lines are parsed (the text after the last ``" - "``, else the line, through the shared
-``extract_titles``, which skips prose) and grounded to the catalog with the shared ``ground_titles``; titles naming nothing are counted as ``ungrounded`` (the evaluator's hallucination rate),
-titles of the user's own history are dropped. Design choices where the paper is silent: when fewer than ``k``
+``extract_titles``, which skips prose) and grounded to the catalog with the shared ``ground_titles``; titles
+naming nothing are counted as ``ungrounded`` (the evaluator's hallucination rate), titles of the user's own
+history are dropped. Design choices where the paper is silent: when fewer than ``k``
 titles ground, the list is filled from the candidate set in its user-filtering order (``fill_from_candidates``;
 the user is then counted as a ``fallback``), so HR@k measures the same list length as every other row; the
 history shown is the last ``history_in_prompt`` movies (the paper's prompts list a user's watched movies; ML-1M
