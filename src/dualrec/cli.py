@@ -128,17 +128,10 @@ def evaluate(run: Optional[Path] = typer.Option(None, help="Run folder written b
     from dualrec import experiment as ex
 
     if run is not None:
-        cfg, m = ex.load_run(run)
+        cfg, m = ex.load_run(run, data_dir, ratings)
         if protocol and protocol != cfg.evaluation.protocol:
             _fail(f"{run} was trained under protocol {cfg.evaluation.protocol!r}; evaluating it under {protocol!r} "
                   f"would score users it trained on. Train a run with --protocol {protocol}.")
-        for key, value in (("data.data_dir", data_dir), ("data.ratings", ratings)):
-            if value is not None:
-                from dualrec.config import apply_override
-
-                raw = cfg.to_dict()
-                apply_override(raw, f"{key}={value}")
-                cfg = type(cfg).from_dict(raw)
     else:
         cfg = _config(config, overrides, **{"model.name": model, "evaluation.protocol": protocol,
                                             "data.data_dir": str(data_dir) if data_dir else None,
@@ -174,11 +167,7 @@ def predict(run: Path = typer.Option(..., help="Run folder written by `dualrec t
     from dualrec import experiment as ex
     from dualrec.evaluation.evaluator import recommend_in_batches
 
-    cfg, m = ex.load_run(run)
-    if data_dir:
-        cfg.data.data_dir = str(data_dir)
-    if ratings:
-        cfg.data.ratings = str(ratings)
+    cfg, m = ex.load_run(run, data_dir, ratings)
     prepared = ex.prepare(cfg)
     cases = prepared.split.test if split == "test" else prepared.split.valid
     recs = recommend_in_batches(m, cases.histories, k, cfg.evaluation.batch_size)
@@ -207,7 +196,7 @@ def recommend(run: Path = typer.Option(..., help="Run folder written by `dualrec
 
     from dualrec import experiment as ex
 
-    cfg, m = ex.load_run(run)
+    cfg, m = ex.load_run(run, data_dir, ratings)
     if (user is None) == (history is None):
         _fail("give exactly one of --user or --history")
     if history is not None:
@@ -219,10 +208,6 @@ def recommend(run: Path = typer.Option(..., help="Run folder written by `dualrec
         if len(unknown):
             _fail(f"item id(s) not in the model's catalog: {unknown.tolist()}")
     else:
-        if data_dir:
-            cfg.data.data_dir = str(data_dir)
-        if ratings:
-            cfg.data.ratings = str(ratings)
         seqs = ex.load_dataset(cfg).sequences()
         where = np.flatnonzero(seqs.users == user)
         if not len(where):
@@ -338,11 +323,7 @@ def finetune(stage1: Path = typer.Option(..., help="Stage-1 run folder from `dua
     from dualrec import experiment as ex
     from dualrec.llm.finetune import FinetuneConfig, build_records, finetune as run_finetune, write_jsonl
 
-    cfg, stage1_model = ex.load_run(stage1)
-    if data_dir:
-        cfg.data.data_dir = str(data_dir)
-    if ratings:
-        cfg.data.ratings = str(ratings)
+    cfg, stage1_model = ex.load_run(stage1, data_dir, ratings)
     options = {"base_model": base_model, "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum,
                "lr": lr, "max_length": max_length, "max_steps": max_steps, "dtype": dtype, "device": device,
                "seed": cfg.seed}

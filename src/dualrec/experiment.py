@@ -100,8 +100,15 @@ def write_result(record: dict, out_dir: str | Path) -> Path:
     return out_dir / f"{stem}.json"
 
 
-def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, Recommender]:
+def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
+             ratings: str | Path | None = None) -> tuple[ExperimentConfig, Recommender]:
+    """A run's config and model; ``data_dir``/``ratings`` point its data section at where the data lies now."""
     run_dir = Path(run_dir)
     if not (run_dir / "experiment.yaml").exists():
         raise FileNotFoundError(f"{run_dir}: no experiment.yaml; create a run with `dualrec train --out {run_dir}`")
-    return ExperimentConfig.load(run_dir / "experiment.yaml"), Recommender.load(run_dir / "model")
+    cfg = ExperimentConfig.load(run_dir / "experiment.yaml")
+    if data_dir is not None:
+        cfg.data.data_dir = str(data_dir)
+    if ratings is not None:
+        cfg.data.ratings = str(ratings)
+    return cfg, Recommender.load(run_dir / "model")

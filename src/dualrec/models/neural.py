@@ -49,9 +49,6 @@ class NeuralRecommender(ScoringRecommender):
     def pad(self) -> int:
         return len(self.catalog)
 
-    def _rows(self, seqs: list[np.ndarray]) -> list[np.ndarray]:
-        return self.encode(seqs)
-
     def _pad_histories(self, histories: list[np.ndarray]) -> np.ndarray:
         """Last ``max_len`` items of each history (catalog rows), left-padded."""
         L = self.config.max_len
@@ -64,7 +61,7 @@ class NeuralRecommender(ScoringRecommender):
 
     def training_windows(self, train: Sequences) -> tuple[np.ndarray, np.ndarray]:
         c = self.config
-        x, y, _ = make_windows(self._rows(train.to_list()), c.max_len, c.min_len, pad=self.pad)
+        x, y, _ = make_windows(self.encode(train.to_list()), c.max_len, c.min_len, pad=self.pad)
         if c.max_windows and len(y) > c.max_windows:
             keep = np.sort(np.random.default_rng(c.seed).choice(len(y), c.max_windows, replace=False))
             x, y = x[keep], y[keep]
@@ -75,7 +72,7 @@ class NeuralRecommender(ScoringRecommender):
         if valid is None or len(valid) == 0:
             return np.zeros((0, self.config.max_len), np.int64), np.zeros(0, np.int64)
         seqs = [np.concatenate([h, t]) for h, t in zip(valid.histories, valid.targets)]
-        rows = self._rows(seqs)
+        rows = self.encode(seqs)
         first = [len(r) - len(t) for r, t in zip(rows, valid.targets)]
         x, y, _ = make_windows(rows, self.config.max_len, 1, pad=self.pad, first_target=first)
         return x, y
