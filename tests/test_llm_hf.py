@@ -35,6 +35,23 @@ def test_embedded_model_generates_a_few_tokens_in_batches(hf):
     assert hf.model.config.model_type == "gemma3_text" and not getattr(hf.model, "is_quantized", False)
 
 
+def test_batched_generation_stops_each_row_after_its_titles(hf):
+    """max_titles through transformers' stopping criterion: each row ends right after its 2nd title line, and is
+    the start of what the same row writes without the stop."""
+    from dualrec.llm.backends import SamplingParams
+    from dualrec.llm.parse import end_of_titles
+
+    prompts = [PROMPT, PROMPT.replace("Aladdin (1992)", "Heat (1995)")]
+    whole = hf.generate(prompts, SamplingParams(max_new_tokens=40, stop=()))
+    cut = hf.generate(prompts, SamplingParams(max_new_tokens=40, stop=(), max_titles=2))
+    for w, c in zip(whole, cut):
+        if end_of_titles(w.text, 2) is None:
+            continue  # this row never completes two titles in 40 tokens: nothing to stop
+        assert c.finish_reason == "stop" and end_of_titles(c.text, 2) == len(c.text)
+        assert w.text.startswith(c.text) and c.new_tokens < w.new_tokens
+    assert any(end_of_titles(w.text, 2) is not None for w in whole)
+
+
 def test_candidate_scores_equal_a_full_forward_pass(hf):
     import torch
 

@@ -262,3 +262,25 @@ def test_real_round_trip_matches_in_process_llama_cpp(llama_server):
     with LlamaCppBackend(n_threads=1) as local:
         [d] = local.generate([prompt], params)
     assert c.text == d.text and c.text.strip()
+
+
+def test_generation_stops_after_the_asked_titles_in_process_and_over_http(llama_server):
+    """max_titles: llama.cpp stops streaming at the 2nd complete title line; the server cannot be told to, so its
+    full answer is cut at the same place: both give the same text, and the in-process run generated fewer tokens."""
+    from dualrec.llm.backends import LlamaCppBackend
+    from dualrec.llm.parse import end_of_titles, extract_titles
+
+    prompt = ("Below is a user's movie watching history:\n- Toy Story (1995) (Animation)\n- Aladdin (1992) "
+              "(Animation)\n\nRecommend movies, one per line.\n\nRecommendations:\n1.")
+    full = SamplingParams(max_new_tokens=60, stop=())
+    short = SamplingParams(max_new_tokens=60, stop=(), max_titles=2)
+    with LlamaCppBackend(n_threads=1) as local:
+        [whole] = local.generate([prompt], full)
+        [cut] = local.generate([prompt], short)
+    assert len(extract_titles(whole.text)) > 2, whole.text          # the model would go on past two titles
+    assert cut.finish_reason == "stop" and end_of_titles(cut.text, 2) == len(cut.text)
+    assert whole.text.startswith(cut.text) and len(extract_titles(cut.text)) == 2
+    assert cut.new_tokens < whole.new_tokens
+    with OpenAICompatibleBackend(llama_server, "gemma", extra_body={"repeat_penalty": 1.0}) as http:
+        [remote] = http.generate([prompt], short)
+    assert remote.text == cut.text and remote.finish_reason == "stop"

@@ -37,6 +37,22 @@ def test_extract_titles_from_messy_outputs(text, expected):
     assert extract_titles(text) == expected
 
 
+@pytest.mark.parametrize("text,n,expected", [
+    ("1. Antz (1998)\n2. Heat (1995)\n3. Fargo (1996)\n4. Alien", 3, len("1. Antz (1998)\n2. Heat (1995)\n3. Fargo (1996)\n")),
+    ("Sure! Here are three:\n\n- Antz (1998)\nGenres: Animation\n- Heat (1995)\n", 3, None),    # 2 of 3 only
+    ("Sure! Here are three:\n\n- Antz (1998)\nGenres: Animation\n- Heat (1995)\n", 1, len("Sure! Here are three:\n\n- Antz (1998)\n")),
+    ("- Alien (1979)\n- Alien (1979)\n- Alien (1979)\n", 2, None),   # a repeated title counts once
+    ("1. Antz (1998)\n2. Heat (19", 2, None),                         # the second line is still being written
+    ("", 3, None),
+])
+def test_end_of_titles_is_right_after_the_nth_complete_title_line(text, n, expected):
+    from dualrec.llm.parse import end_of_titles
+
+    assert end_of_titles(text, n) == expected
+    if expected is not None:
+        assert len(extract_titles(text[:expected])) == n
+
+
 def test_truncated_output_drops_the_partial_last_line():
     text = "- Jurassic Park (1993)\n- The Expanse (2002)\n- The Last"
     assert extract_titles(text, truncated=True) == ["Jurassic Park (1993)", "The Expanse (2002)"]

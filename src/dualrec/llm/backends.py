@@ -41,6 +41,7 @@ class SamplingParams:
     repeat_penalty: float = 1.0
     stop: tuple[str, ...] = ("\n\n",)
     seed: int = 42
+    max_titles: int | None = None  # stop once the answer holds this many complete title lines (parse.end_of_titles)
 
 
 @dataclass
@@ -91,6 +92,8 @@ class LLMBackend(ABC):
         start = time.perf_counter()
         fresh = dict(zip(todo, self._generate([first[k] for k in todo], params))) if todo else {}
         self.stats.seconds += time.perf_counter() - start
+        if params.max_titles:  # one cut for every backend (a server cannot be told to stop after n titles)
+            fresh = {k: cut_after_titles(c, params.max_titles) for k, c in fresh.items()}
         if self.cache is not None:
             self.cache.put_many([(k, c.text, {"tokens": c.new_tokens, "finish_reason": c.finish_reason})
                                  for k, c in fresh.items() if c.ok])
@@ -110,6 +113,16 @@ class LLMBackend(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def cut_after_titles(c: Completion, n: int) -> Completion:
+    """``c`` ending right after its ``n``-th complete title line (finish_reason "stop"), or ``c`` unchanged."""
+    from dualrec.llm.parse import end_of_titles
+
+    end = end_of_titles(c.text, n) if c.ok else None
+    if end is None or end == len(c.text) and c.finish_reason == "stop":
+        return c
+    return Completion(c.text[:end], new_tokens=c.new_tokens, finish_reason="stop")
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -290,16 +303,25 @@ class LlamaCppBackend(LLMBackend):
         return self._llm
 
     def _generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        from dualrec.llm.parse import end_of_titles
+
         out = []
         for prompt in prompts:
             try:
-                r = self.llm.create_completion(prompt, max_tokens=params.max_new_tokens,
-                                               temperature=params.temperature, top_p=params.top_p,
-                                               repeat_penalty=params.repeat_penalty, stop=list(params.stop) or None,
-                                               seed=params.seed)
-                choice = r["choices"][0]
-                out.append(Completion(choice["text"], new_tokens=r["usage"]["completion_tokens"],
-                                      finish_reason=choice.get("finish_reason")))
+                # streamed, one chunk per token, so generation can stop at the answer's last title line
+                text, tokens, finish = "", 0, "length"
+                for chunk in self.llm.create_completion(
+                        prompt, max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
+                        repeat_penalty=params.repeat_penalty, stop=list(params.stop) or None, seed=params.seed,
+                        stream=True):
+                    choice = chunk["choices"][0]
+                    text += choice["text"]
+                    tokens += 1
+                    finish = choice.get("finish_reason") or finish
+                    if params.max_titles and "\n" in choice["text"] and end_of_titles(text, params.max_titles):
+                        finish = "stop"
+                        break
+                out.append(Completion(text, new_tokens=tokens, finish_reason=finish))
             except Exception as exc:  # one bad prompt (e.g. longer than n_ctx) must not stop the batch
                 out.append(Completion(None, error=f"{type(exc).__name__}: {exc}"))
         return out
@@ -377,6 +399,8 @@ class HFBackend(LLMBackend):
                     kwargs.update(do_sample=False, top_p=None, top_k=None, temperature=None)
                 if params.stop:
                     kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+                if params.max_titles:
+                    kwargs["stopping_criteria"] = [_TitlesDone(tok, enc["input_ids"].shape[1], params.max_titles)]
                 with torch.inference_mode():
                     seqs = model.generate(**enc, **kwargs)
                 new = seqs[:, enc["input_ids"].shape[1]:]
@@ -392,6 +416,30 @@ class HFBackend(LLMBackend):
 
     def close(self) -> None:
         self._loaded = None
+
+
+class _TitlesDone:
+    """transformers stopping criterion: a row is done once its new text holds ``n`` complete title lines (checked
+    only on steps that emitted a newline token)."""
+
+    def __init__(self, tokenizer, prompt_len: int, n: int):
+        import torch
+
+        self.tok, self.prompt_len, self.n = tokenizer, prompt_len, n
+        vocab = tokenizer.get_vocab()
+        self.is_newline = torch.zeros(max(vocab.values()) + 1, dtype=torch.bool)
+        self.is_newline[[i for t, i in vocab.items() if "\n" in t or "\u010a" in t or t == "<0x0A>"]] = True
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        from dualrec.llm.parse import end_of_titles
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for r in self.is_newline[input_ids[:, -1].cpu()].nonzero().flatten().tolist():
+            text = self.tok.decode(input_ids[r, self.prompt_len:], skip_special_tokens=True)
+            done[r] = end_of_titles(text, self.n) is not None
+        return done
 
 
 def make_backend(spec: dict | None, cache: ResponseCache | str | Path | None = None) -> LLMBackend:

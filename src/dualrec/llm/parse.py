@@ -64,6 +64,23 @@ def extract_titles(text: str | None, limit: int | None = None, truncated: bool =
     return out
 
 
+def end_of_titles(text: str | None, n: int) -> int | None:
+    """Where the answer is complete: the index just past the newline that ends the line holding the ``n``-th
+    distinct title (as :func:`extract_titles` counts them), or None while fewer than ``n`` are complete. Backends
+    stop generating there (``SamplingParams.max_titles``): the prompt asks for ``n`` titles, and every token after
+    them is time spent on text the pipeline would not rank."""
+    if not text or n <= 0:
+        return None
+    end = 0
+    for line in text.splitlines(keepends=True):
+        if not line.endswith(("\n", "\r")):
+            return None  # the last line is still being written
+        end += len(line)
+        if extract_titles(line) and len(extract_titles(text[:end], limit=n)) >= n:
+            return end
+    return None
+
+
 def _clean(title: str) -> str:
     # '"Tarzan" (1999)' -> 'Tarzan (1999)'
     title = re.sub(r"^\s*[" + _QUOTES + r"](.+?)[" + _QUOTES + r"]\s*(\(\s*\d{4}\s*\))\s*$", r"\1 \2", title)

@@ -54,6 +54,7 @@ class DualRecConfig(ModelConfig):
     adapter: str | None = None         # peft LoRA adapter folder (`dualrec finetune`); needs an hf backend
     n_recommend: int = 3               # titles asked for ("recommend 3 more"), as the paper
     max_new_tokens: int = 64
+    stop_after_titles: bool = True     # stop generating at the n_recommend-th complete title line (the answer)
     temperature: float = 0.0           # the paper used 0.7 / top_p 0.9 via OpenRouter; greedy is reproducible
     top_p: float = 1.0
     rerank: bool = True                # SBERT re-ranking (Stage 3)
@@ -184,7 +185,7 @@ class DualRec(Recommender):
         t = time.perf_counter()
         if c.mode == "generate":
             params = SamplingParams(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
-                                    seed=c.seed)
+                                    seed=c.seed, max_titles=c.n_recommend if c.stop_after_titles else None)
             completions = self.backend.generate([prompts[i] for i in todo], params)
             timings["llm"] = time.perf_counter() - t
             t = time.perf_counter()
