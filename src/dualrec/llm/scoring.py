@@ -25,15 +25,20 @@ def _parts(model):
     return base.get_decoder(), base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
 
 
-def token_logprobs(model, hidden, targets):
-    """``log p(targets)`` from decoder hidden states ``[M, H]`` (the rows that predict ``targets [M]``)."""
+def vocab_logprobs(model, hidden):
+    """``log p(token)`` over the whole vocabulary, ``[M, V]``, from decoder hidden states ``[M, H]``."""
     import torch
 
     _, head, cap = _parts(model)
     logits = head(hidden).float()
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+    return torch.log_softmax(logits, dim=-1)
+
+
+def token_logprobs(model, hidden, targets):
+    """``log p(targets)`` from decoder hidden states ``[M, H]`` (the rows that predict ``targets [M]``)."""
+    return vocab_logprobs(model, hidden).gather(-1, targets[:, None]).squeeze(-1)
 
 
 def answer_logprobs(model, input_ids, attention_mask, answer_mask):
@@ -79,7 +84,7 @@ def score_candidates(model, tokenizer, prompt: str, candidates: Sequence[str], l
         out = decoder(input_ids=p_ids, use_cache=True)
         cache = out.past_key_values
         cache.batch_repeat_interleave(n)
-        first = token_logprobs(model, out.last_hidden_state[:, -1].expand(n, -1), ids[:, 0])  # token 0 | prompt
+        first = vocab_logprobs(model, out.last_hidden_state[:, -1])[0, ids[:, 0]]   # token 0 | prompt: one row
         full_mask = torch.cat([torch.ones((n, P), dtype=torch.long, device=device), mask], dim=1)
         pos = torch.arange(P, P + t_max, device=device)[None].expand(n, -1)
         hidden = decoder(input_ids=ids, attention_mask=full_mask, past_key_values=cache, position_ids=pos,
