@@ -3,8 +3,8 @@
     python bench/bench_llm.py --prompts 8 --tokens 64 [--threads 1] [--json out.json]
 
 Measures, on real Stage-2 prompts built from ML-1M paper-protocol test users:
-  1. generation with the embedded Gemma 3 270M: llama.cpp (one prompt at a time; the library has no batch API)
-     versus transformers (the GGUF dequantised to bf16) one at a time and in batches: tokens/s and prompts/s;
+  1. generation with the embedded Gemma 3 270M: llama.cpp one prompt at a time and in multi-sequence batches
+     (the C API; llama-cpp-python has no batch API) versus transformers (the GGUF dequantised to bf16) one at a time and in batches: tokens/s and prompts/s;
   2. load times: llama.cpp GGUF, transformers from the converted safetensors folder;
   3. the beyond-the-paper modes: candidate scoring of 20 candidates (shared prompt KV cache) and constrained beam
      search (k=10): seconds per user;
@@ -29,6 +29,60 @@ SHARED = Path(os.environ.get("DUALREC_SHARED_DATA", REPO.parent / "shared" / "da
 
 def load() -> float:
     return round(os.getloadavg()[0], 1)
+
+
+def llama_cpp_multi_sequence(llm, prompts: list[str], max_tokens: int, slots: int, threads: int) -> list[str]:
+    """Greedy decoding of all ``prompts`` through llama.cpp's multi-sequence batches (continuous batching: up to
+    ``slots`` sequences share every ``llama_decode``; a finished slot takes the next prompt). llama-cpp-python has
+    no API for this, so it drives the C API directly; measured here to answer "batched versus one at a time"."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    cp = llama_cpp.llama_context_default_params()
+    cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = slots * 384, 2048, 512, slots
+    cp.n_threads = cp.n_threads_batch = threads
+    cp.kv_unified = True
+    ctx = _internals.LlamaContext(model=llm._model, params=cp, verbose=False)
+    mem = llama_cpp.llama_get_memory(ctx.ctx)
+    batch = llama_cpp.llama_batch_init(2048, 0, 1)
+    vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+    tokens = [llm.tokenize(p.encode(), add_bos=True, special=False) for p in prompts]
+    out: list[list[int]] = [[] for _ in prompts]
+    queue, free, running = list(range(len(prompts))), list(range(slots)), {}   # running: slot -> [prompt, pos, row]
+
+    def add(tok: int, pos: int, seq: int, logits: bool) -> int:
+        j = batch.n_tokens
+        batch.token[j], batch.pos[j], batch.n_seq_id[j], batch.logits[j] = tok, pos, 1, logits
+        batch.seq_id[j][0] = seq
+        batch.n_tokens += 1
+        return j
+
+    while queue or running:
+        batch.n_tokens = 0
+        for s, st in running.items():                                 # one new token per running sequence
+            st[2] = add(out[st[0]][-1], st[1], s, True)
+            st[1] += 1
+        room = 2048 - batch.n_tokens
+        while free and queue and len(tokens[queue[0]]) <= room:       # new prompts fill the free slots
+            s, i = free.pop(), queue.pop(0)
+            llama_cpp.llama_memory_seq_rm(mem, s, -1, -1)
+            for k, t in enumerate(tokens[i]):
+                row = add(t, k, s, k == len(tokens[i]) - 1)
+            running[s], room = [i, len(tokens[i]), row], room - len(tokens[i])
+        if llama_cpp.llama_decode(ctx.ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+        for s, (i, _, row) in list(running.items()):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.ctx, row), shape=(n_vocab,))
+            t = int(logits.argmax())
+            if not llama_cpp.llama_vocab_is_eog(vocab, t):
+                out[i].append(t)
+            if llama_cpp.llama_vocab_is_eog(vocab, t) or len(out[i]) >= max_tokens:
+                del running[s]
+                free.append(s)
+    llama_cpp.llama_batch_free(batch)
+    ctx.close()
+    return [llm.detokenize(o).decode("utf-8", "replace") for o in out]
 
 
 def main() -> None:
@@ -75,6 +129,15 @@ def main() -> None:
     toks = sum(c.new_tokens for c in out)
     figures["llama_cpp"] = {"s": s, "tokens_per_s": toks / s, "prompts_per_s": len(prompts) / s, "load": load()}
     print(f"llama.cpp      : {toks / s:6.1f} tok/s, {len(prompts) / s:.3f} prompts/s (load {load()})")
+    for slots in (4, len(prompts)):
+        t = time.perf_counter()
+        texts = llama_cpp_multi_sequence(lc.llm, prompts, args.tokens, slots, threads)
+        s = time.perf_counter() - t
+        same = sum(a == b.text for a, b in zip(texts, out))
+        figures[f"llama_cpp_multi_sequence_{slots}"] = {"s": s, "prompts_per_s": len(prompts) / s,
+                                                        "identical_to_one_at_a_time": same, "load": load()}
+        print(f"llama.cpp x{slots:<3} : {len(prompts) / s:.3f} prompts/s in {slots} parallel sequences; "
+              f"{same}/{len(prompts)} texts identical to one at a time (load {load()})")
     lc.close()
 
     if "hf" not in skip:
