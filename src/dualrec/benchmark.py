@@ -39,11 +39,12 @@ from dualrec.config import DataConfig, EvalConfig, ExperimentConfig, _typed
 
 # The DUALRec paper's table (copied by its authors from the DUIP paper, i.e. measured under DUIP's protocol):
 # model -> (HR@1, HR@5, NDCG@5). See ../shared/docs/paper-notes.md.
-PAPER_TABLE: dict[str, tuple[float, float, float]] = {
+PAPER_TABLE: dict[str, tuple[float | None, float | None, float | None]] = {
     "mostpop": (0.0004, 0.0070, 0.0053), "slim": (0.1270, 0.3600, 0.2530), "fpmc": (0.1132, 0.3748, 0.2464),
     "narm": (0.1692, 0.5230, 0.3501), "stamp": (0.1584, 0.5078, 0.3367), "gcegnn": (0.1312, 0.4748, 0.3044),
     "mcprn": (0.1434, 0.4758, 0.3157), "hide": (0.1498, 0.4998, 0.3256), "attenmixer": (0.1490, 0.4932, 0.3216),
     "unisrec": (0.0508, 0.2508, 0.1459), "nir": (0.0572, 0.2326, 0.1436),
+    "duip": (0.1883, None, None),   # the DUIP paper's own row (seed 004): HR@1 = NDCG@1 only
 }
 CHART_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
 
@@ -111,6 +112,9 @@ def candidate_options(entry: dict, quick: QuickConfig | None) -> list[dict]:
     if quick is not None:
         grid = {k: v[:1] for k, v in grid.items()}
         smoke = {"epochs": quick.epochs, "max_windows": quick.max_windows, "progress": False}
+        for k in ("epochs", "max_windows"):   # quick never raises a budget (DUIP's 960 windows stay 960)
+            if base.get(k) is not None:
+                smoke[k] = min(smoke[k], base[k])
         base.update({k: v for k, v in smoke.items() if k in fields})
     keys = list(grid)
     return [{**base, **dict(zip(keys, values))} for values in itertools.product(*(grid[k] for k in keys))]
@@ -196,7 +200,9 @@ def run_one(entry: dict, evaluation: EvalConfig, cfg: BenchmarkConfig, prepared,
     record["quick"] = quick
     opts = chosen.model
     if opts.get("max_windows"):   # a budgeted neural fit says so wherever the record is shown
-        record["label"] = f"{entry['name']} ({opts.get('epochs', '?')} ep x {opts['max_windows'] // 1000}k windows)"
+        n = opts["max_windows"]
+        size = f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"{n:,}"
+        record["label"] = f"{entry['name']} ({opts.get('epochs', '?')} ep x {size} windows)"
     return record
 
 
@@ -229,7 +235,7 @@ def paper_comparison(records: dict[str, list[dict]]) -> str:
     lines = [head, "|---|" + "---:|" * (len(cols) * (1 + len(protocols)))]
     for name, per in by_model.items():
         paper = PAPER_TABLE.get(name.split(" ")[0])
-        cells = [f"{v:.4f}" for v in paper] if paper else ["-"] * len(cols)
+        cells = [f"{v:.4f}" if v is not None else "-" for v in paper] if paper else ["-"] * len(cols)
         for p in protocols:
             cells += [f"{per[p]['metrics'][c]:.4f}" if p in per else "-" for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
