@@ -18,9 +18,10 @@ Design choices the issue leaves open:
 * **Resuming**: a model whose result JSON already exists is not re-run (``force`` re-runs it); neural models also
   resume from their last epoch checkpoint.
 * **Quick** (``--quick``): the first ``quick.users`` users, neural models trained ``quick.epochs`` epoch(s) on at
-  most ``quick.max_windows`` windows, tuning grids cut to their first value, evaluation on at most
-  ``quick.max_eval_users`` users: a smoke test of the whole pipeline in a minute, never numbers for docs (the
-  CLI writes it to ``<out>-quick`` unless ``--out`` is given).
+  most ``quick.max_windows`` windows (never more than the entry's own budget; an entry's own ``quick:`` options
+  win), tuning grids cut to their first value, evaluation on at most ``quick.max_eval_users`` users: a smoke
+  test of the whole pipeline in a minute, never numbers for docs (the CLI writes it to ``<out>-quick`` unless
+  ``--out`` is given).
 * **Seeds**: every fit is seeded with the benchmark seed (or the model entry's own ``seed``).
 """
 
@@ -106,7 +107,7 @@ def candidate_options(entry: dict, quick: QuickConfig | None) -> list[dict]:
     """The option dicts to try for one model entry: the product of its ``tune`` grid (one dict if none)."""
     from dualrec.models import get_model_class
 
-    base = {k: v for k, v in entry.items() if k not in ("name", "tune")}
+    base = {k: v for k, v in entry.items() if k not in ("name", "tune", "quick")}
     grid = dict(entry.get("tune") or {})
     fields = {f.name for f in dataclasses.fields(get_model_class(entry["name"]).config_class)}
     if quick is not None:
@@ -115,6 +116,7 @@ def candidate_options(entry: dict, quick: QuickConfig | None) -> list[dict]:
         for k in ("epochs", "max_windows"):   # quick never raises a budget (DUIP's 960 windows stay 960)
             if base.get(k) is not None:
                 smoke[k] = min(smoke[k], base[k])
+        smoke.update(entry.get("quick") or {})   # an entry's own smoke size (DUIP: a few hundred windows)
         base.update({k: v for k, v in smoke.items() if k in fields})
     keys = list(grid)
     return [{**base, **dict(zip(keys, values))} for values in itertools.product(*(grid[k] for k in keys))]
