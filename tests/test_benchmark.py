@@ -66,6 +66,20 @@ def test_existing_results_are_kept_unless_forced(tmp_path, ml1m_small):
     assert "label" not in run_benchmark(cfg, force=True, progress=False, dataset=ml1m_small)["strict"][0]
 
 
+def test_quick_never_raises_a_budget_and_an_entry_may_set_its_own():
+    from dualrec.benchmark import QuickConfig, candidate_options
+
+    quick = QuickConfig(epochs=1, max_windows=20000)
+    [small] = candidate_options({"name": "duip", "max_windows": 960, "epochs": 3}, quick)
+    assert small["max_windows"] == 960 and small["epochs"] == 1 and small["progress"] is False
+    [own] = candidate_options({"name": "duip", "max_windows": None, "quick": {"max_windows": 192}}, quick)
+    assert own["max_windows"] == 192 and "quick" not in own
+    [neural] = candidate_options({"name": "narm"}, quick)
+    assert neural["max_windows"] == 20000
+    [full] = candidate_options({"name": "duip", "max_windows": None, "quick": {"max_windows": 192}}, None)
+    assert full["max_windows"] is None and "quick" not in full
+
+
 def test_config_errors_are_named(tmp_path):
     with pytest.raises(ValueError, match="unknown key"):
         BenchmarkConfig.from_dict({"modles": ["sknn"]})
