@@ -55,9 +55,12 @@ class SBERTReranker:
         return self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                  convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
 
-    def catalog_embeddings(self, catalog: Catalog) -> np.ndarray:
-        """Embeddings of every catalog title (catalog row order), computed once per catalog and cached on disk."""
-        titles = catalog.items["title"].tolist()
+    def catalog_embeddings(self, catalog: Catalog, texts: Sequence[str] | None = None) -> np.ndarray:
+        """Embeddings of every catalog title (catalog row order), computed once per catalog and cached on disk.
+        ``texts`` (one per catalog row) embeds another text per item instead (UniSRec: title and genres)."""
+        titles = catalog.items["title"].tolist() if texts is None else list(texts)
+        if len(titles) != len(catalog):
+            raise ValueError(f"{len(titles)} texts for a catalog of {len(catalog)} items")
         digest = hashlib.sha256(("\n".join(titles) + "|" + self.model_path.name).encode()).hexdigest()[:20]
         if digest in self._emb:
             return self._emb[digest][1]
