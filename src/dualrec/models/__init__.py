@@ -20,6 +20,11 @@ MODELS: dict[str, str] = {
     "narm": "dualrec.models.narm:NARM",
     "stamp": "dualrec.models.stamp:STAMP",
     "sasrec": "dualrec.models.sasrec:SASRec",
+    "unisrec": "dualrec.models.unisrec:UniSRec",
+    "gcegnn": "dualrec.models.gcegnn:GCEGNN",
+    "hide": "dualrec.models.hide:HIDE",
+    "mcprn": "dualrec.models.mcprn:MCPRN",
+    "attenmixer": "dualrec.models.attenmixer:AttenMixer",
     "slim": "dualrec.models.slim:SLIM",
     "nir": "dualrec.models.nir:NIR",
 }
