@@ -77,6 +77,7 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
     start = time.perf_counter()
     result = ex.run_evaluation(cfg, model, prepared)
     record = ex.result_record(cfg, model, prepared, result)
+    record["answered"] = answered_vs_stage1(model, result, cfg.evaluation.ks)
     n_full = len(prepared.split.test)
     scored = record["counts"]["users"]
     record["label"] = row.label + ("" if scored == n_full else f" [{scored} of {n_full} users]")
@@ -94,6 +95,31 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
           + (f"; per stage s/user: {', '.join(f'{k}={v:.4f}' for k, v in stages.items())}" if stages else ""),
           flush=True)
     return record
+
+
+def answered_vs_stage1(model, result, ks) -> dict | None:
+    """The LLM's own contribution: metrics over the users whose list came from the LLM (no fallback), next to the
+    Stage-1 model's ranking of the same users. The whole-row metrics mix both, since a fallback user gets Stage 1's
+    list; this separates them."""
+    import numpy as np
+
+    from dualrec.evaluation.metrics import first_hit_ranks, ranking_metrics
+
+    extras = result.recommendations.extras
+    if not extras or getattr(model, "stage1", None) is None:
+        return None
+    idx = np.flatnonzero([not e.get("fallback", False) for e in extras])
+    if not len(idx):
+        return {"users": 0}
+    targets = [result.cases.targets[i] for i in idx]
+    max_k = max(ks)
+    llm = first_hit_ranks([result.recommendations.items[i] for i in idx], targets, max_k)
+    stage1 = first_hit_ranks(model.stage1.recommend([result.cases.histories[i] for i in idx], max_k).items,
+                             targets, max_k)
+    return {"users": int(len(idx)), "llm": ranking_metrics(llm, ks), "stage1": ranking_metrics(stage1, ks)}
+
+
+ANSWERED = ("HR@1", "HR@5", "HR@10", "NDCG@5")
 
 
 def render(out_dir: Path, command: str | None = None) -> str:
@@ -121,6 +147,14 @@ def render(out_dir: Path, command: str | None = None) -> str:
             parts.append("\n| row | fallbacks | titles generated | ungrounded | lstm s/user | prompt | llm | "
                          "parse | rerank |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
                          + "\n".join(stage_lines) + "\n")
+        answered = [r for r in recs if (r.get("answered") or {}).get("users")]
+        if answered:
+            parts.append("\nUsers whose list came from the LLM (no fallback), LLM list / Stage 1's ranking of the same "
+                         "users:\n\n| row | LLM-answered users | " + " | ".join(ANSWERED) + " |\n|---|---:|"
+                         + "---:|" * len(ANSWERED) + "\n" + "\n".join(
+                             f"| {r['label']} | {r['answered']['users']} | " + " | ".join(
+                                 f"{r['answered']['llm'][m]:.4f} / {r['answered']['stage1'][m]:.4f}"
+                                 for m in ANSWERED) + " |" for r in answered) + "\n")
     text = "\n".join(parts)
     if command:
         text = f"Regenerate: `{command}`\n\n" + text
