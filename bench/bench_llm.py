@@ -4,7 +4,8 @@
 
 Measures, on real Stage-2 prompts built from ML-1M paper-protocol test users:
   1. generation with the embedded Gemma 3 270M: llama.cpp one prompt at a time and in multi-sequence batches
-     (the C API; llama-cpp-python has no batch API) versus transformers (the GGUF dequantised to bf16) one at a time and in batches: tokens/s and prompts/s;
+     (the C API; llama-cpp-python has no batch API) versus transformers (the GGUF dequantised to bf16) one at a
+     time and in batches: tokens/s and prompts/s;
   2. load times: llama.cpp GGUF, transformers from the converted safetensors folder;
   3. the beyond-the-paper modes: candidate scoring of 20 candidates (shared prompt KV cache) and constrained beam
      search (k=10): seconds per user;

@@ -38,9 +38,11 @@ def test_extract_titles_from_messy_outputs(text, expected):
 
 
 @pytest.mark.parametrize("text,n,expected", [
-    ("1. Antz (1998)\n2. Heat (1995)\n3. Fargo (1996)\n4. Alien", 3, len("1. Antz (1998)\n2. Heat (1995)\n3. Fargo (1996)\n")),
+    ("1. Antz (1998)\n2. Heat (1995)\n3. Fargo (1996)\n4. Alien", 3,
+     len("1. Antz (1998)\n2. Heat (1995)\n3. Fargo (1996)\n")),
     ("Sure! Here are three:\n\n- Antz (1998)\nGenres: Animation\n- Heat (1995)\n", 3, None),    # 2 of 3 only
-    ("Sure! Here are three:\n\n- Antz (1998)\nGenres: Animation\n- Heat (1995)\n", 1, len("Sure! Here are three:\n\n- Antz (1998)\n")),
+    ("Sure! Here are three:\n\n- Antz (1998)\nGenres: Animation\n- Heat (1995)\n", 1,
+     len("Sure! Here are three:\n\n- Antz (1998)\n")),
     ("- Alien (1979)\n- Alien (1979)\n- Alien (1979)\n", 2, None),   # a repeated title counts once
     ("1. Antz (1998)\n2. Heat (19", 2, None),                         # the second line is still being written
     ("", 3, None),
