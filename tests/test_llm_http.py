@@ -216,6 +216,13 @@ def test_dualrec_falls_back_per_user_and_counts_hallucinations(ml1m_small, scrip
              float(s1.items[5][0] in cases.targets[5])]
     assert res.metrics["HR@1"] == pytest.approx(np.mean(hits1))
     assert set(res.recommendations.timings) == {"lstm", "prompt", "llm", "parse", "rerank"}
+    # the results table's split: the users the LLM answered (0 and 4), their lists vs Stage 1's on the same users
+    from dualrec.llm.table import answered_vs_stage1
+
+    answered = answered_vs_stage1(model, res, (1, 5))
+    assert answered["users"] == 2 and answered["llm"]["HR@1"] == pytest.approx(0.5)   # user 0 hits, user 4 misses
+    assert answered["stage1"]["HR@1"] == pytest.approx(np.mean([float(s1.items[i][0] in cases.targets[i])
+                                                                for i in (0, 4)]))
 
 
 # ---- a real OpenAI-compatible server: llama-cpp-python's, on the embedded model ---------------------------------
