@@ -19,6 +19,7 @@ and the :class:`SamplingParams`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -418,17 +419,24 @@ class HFBackend(LLMBackend):
         self._loaded = None
 
 
+@functools.lru_cache(maxsize=4)
+def _newline_tokens(tokenizer):
+    """``[vocab]`` bool: which tokens hold a newline. Built once per tokenizer (262k entries), not per batch."""
+    import torch
+
+    vocab = tokenizer.get_vocab()
+    table = torch.zeros(max(vocab.values()) + 1, dtype=torch.bool)
+    table[[i for t, i in vocab.items() if "\n" in t or "\u010a" in t or t == "<0x0A>"]] = True
+    return table
+
+
 class _TitlesDone:
     """transformers stopping criterion: a row is done once its new text holds ``n`` complete title lines (checked
     only on steps that emitted a newline token)."""
 
     def __init__(self, tokenizer, prompt_len: int, n: int):
-        import torch
-
         self.tok, self.prompt_len, self.n = tokenizer, prompt_len, n
-        vocab = tokenizer.get_vocab()
-        self.is_newline = torch.zeros(max(vocab.values()) + 1, dtype=torch.bool)
-        self.is_newline[[i for t, i in vocab.items() if "\n" in t or "\u010a" in t or t == "<0x0A>"]] = True
+        self.is_newline = _newline_tokens(tokenizer)
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
