@@ -74,14 +74,23 @@ def test_constrained_beam_search_returns_k_distinct_real_items(hf, ml1m_top1000)
     from dualrec.llm.scoring import candidate_texts, score_candidates
 
     cat = ml1m_top1000.catalog.subset(ml1m_top1000.catalog.ids[:60])
-    history = cat.ids[:2]
+    # two prompts of different lengths in one batch: the shorter is left-padded, through the shared prompt cache
+    prompts = [PROMPT, "Movies for a fan of Heat (1995):\n1."]
+    histories = [cat.ids[:2], cat.ids[5:6]]
     gen = ConstrainedGenerator(hf.model, hf.tokenizer, cat)
-    [(items, scores)] = gen.recommend([PROMPT], [history], k=4)
-    assert len(items) == len(set(items.tolist())) == 4
-    assert not np.isin(items, history).any() and np.isin(items, cat.ids).all()
-    assert np.all(np.diff(scores) <= 0)
-    exact = score_candidates(hf.model, hf.tokenizer, PROMPT, candidate_texts(cat, items))
-    np.testing.assert_allclose(scores, exact, atol=2e-2)  # a beam's score is the title's exact log-likelihood
+    results = gen.recommend(prompts, histories, k=4)
+    for prompt, history, (items, scores) in zip(prompts, histories, results):
+        assert len(items) == len(set(items.tolist())) == 4
+        assert not np.isin(items, history).any() and np.isin(items, cat.ids).all()
+        assert np.all(np.diff(scores) <= 0)
+        exact = score_candidates(hf.model, hf.tokenizer, prompt, candidate_texts(cat, items))
+        np.testing.assert_allclose(scores, exact, atol=2e-2)  # a beam's score is the title's exact log-likelihood
+    assert results[0][0].tolist() != results[1][0].tolist()
+    # the shared prompt cache changes the cost, not the search: generate's own per-beam encoding finds the same
+    reference = ConstrainedGenerator(hf.model, hf.tokenizer, cat, share_prompt=False).recommend(prompts, histories, 4)
+    for (items, scores), (ref_items, ref_scores) in zip(results, reference):
+        assert items.tolist() == ref_items.tolist()
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-4)
 
 
 def test_lora_steps_change_the_adapter_and_it_reloads(tmp_path, ml1m_top1000):

@@ -9,6 +9,11 @@ model's opinion of EOS (about -13 for this model). With ``early_stopping=False``
 keeps going until ``num_beams`` distinct titles are finished (see /work/shared/docs/llm-stack-notes.md, section 5).
 
 Tokenisation of every catalog title is done once per catalog; a user's trie is built from those cached ids.
+
+Speed: ``generate`` with ``num_beams=k`` repeats each prompt k times *before* its first forward pass, so a
+200-token prompt would be encoded k times. Instead the prompts (all but their last token) are encoded once, the KV
+cache is repeated for the beams (``batch_repeat_interleave``), and ``generate`` starts from that cache: the same
+beams and scores, 2.4x faster on this CPU (bench/bench_llm.py, ``constrained``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from dualrec.data.catalog import Catalog
-from dualrec.llm.scoring import candidate_texts
+from dualrec.llm.scoring import candidate_texts, prompt_cache
 
 
 class TitleTrie:
@@ -72,10 +77,14 @@ def make_processor(tries: list[TitleTrie], prompt_len: int, num_beams: int):
 
 
 class ConstrainedGenerator:
-    """Beam search over catalog titles with a transformers model (the HF backend's)."""
+    """Beam search over catalog titles with a transformers model (the HF backend's).
 
-    def __init__(self, model, tokenizer, catalog: Catalog, batch_size: int = 4):
+    ``share_prompt=False`` lets ``generate`` encode each prompt once per beam: for a model whose cache cannot be
+    repeated along the batch, and as the benchmark's reference."""
+
+    def __init__(self, model, tokenizer, catalog: Catalog, batch_size: int = 8, share_prompt: bool = True):
         self.model, self.tok, self.catalog, self.batch_size = model, tokenizer, catalog, batch_size
+        self.share_prompt = share_prompt
         texts = candidate_texts(catalog, catalog.ids)
         ids = tokenizer(texts, add_special_tokens=False).input_ids
         self.token_ids = {int(i): t for i, t in zip(catalog.ids, ids)}
@@ -95,10 +104,15 @@ class ConstrainedGenerator:
             batch_h = histories[lo:lo + self.batch_size]
             tries = [TitleTrie(self.token_ids, self.catalog.ids[~np.isin(self.catalog.ids, h)], eos) for h in batch_h]
             enc = self.tok(batch_p, return_tensors="pt", padding=True).to(self.model.device)
-            P = enc["input_ids"].shape[1]
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            P = ids.shape[1]
             with torch.inference_mode():
+                shared = {}
+                if self.share_prompt:
+                    shared["cache"] = prompt_cache(self.model, ids[:, :-1], mask[:, :-1])
+                    shared["cache"].batch_repeat_interleave(k)
                 gen = self.model.generate(
-                    **enc, num_beams=k, num_return_sequences=k, do_sample=False, length_penalty=0.0,
+                    input_ids=ids, attention_mask=mask, **shared, num_beams=k, num_return_sequences=k, do_sample=False, length_penalty=0.0,
                     early_stopping=False, max_new_tokens=self.max_title_tokens + 1, pad_token_id=self.tok.pad_token_id,
                     eos_token_id=eos, logits_processor=LogitsProcessorList([make_processor(tries, P, k)]),
                     output_scores=True, return_dict_in_generate=True, top_p=None, top_k=None, temperature=None)

@@ -53,6 +53,16 @@ def answer_logprobs(model, input_ids, attention_mask, answer_mask):
     return token_logprobs(model, h, targets), rows[0]
 
 
+def prompt_cache(model, input_ids, attention_mask):
+    """The KV cache of a batch of left-padded prompts, from the decoder alone (no LM head: at 262k tokens it would
+    cost more than the decoder). Positions count real tokens only, as ``generate`` numbers them, so generation can
+    continue from this cache exactly as from the prompts themselves."""
+    decoder, _, _ = _parts(model)
+    positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    return decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                   use_cache=True).cache
+
+
 def candidate_texts(catalog, items: Sequence[int]) -> list[str]:
     """What a candidate looks like right after "1." in an answer: ``" Title (Year)"``."""
     return [" " + t for t in catalog.titles(items)]
@@ -82,12 +92,12 @@ def score_candidates(model, tokenizer, prompt: str, candidates: Sequence[str], l
     P = p_ids.shape[1]
     with torch.inference_mode():
         out = decoder(input_ids=p_ids, use_cache=True)
-        cache = out.past_key_values
+        cache = out.cache
         cache.batch_repeat_interleave(n)
         first = vocab_logprobs(model, out.last_hidden_state[:, -1])[0, ids[:, 0]]   # token 0 | prompt: one row
         full_mask = torch.cat([torch.ones((n, P), dtype=torch.long, device=device), mask], dim=1)
         pos = torch.arange(P, P + t_max, device=device)[None].expand(n, -1)
-        hidden = decoder(input_ids=ids, attention_mask=full_mask, past_key_values=cache, position_ids=pos,
+        hidden = decoder(input_ids=ids, attention_mask=full_mask, cache=cache, position_ids=pos,
                          use_cache=True).last_hidden_state
         rows = mask[:, 1:].bool().nonzero(as_tuple=True)
         rest = token_logprobs(model, hidden[:, :-1][rows], ids[:, 1:][rows])

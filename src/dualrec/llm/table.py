@@ -5,8 +5,10 @@
         --ratings ../shared/data/ml-1m-ratings-head/ratings.dat [--rows dualrec,dualrec-sbert] [--max-users lora=100]
 
 Every row is one ``ExperimentConfig`` (a configs/dualrec*.yaml plus overrides) scored by the one evaluator; its
-result record goes to ``results/dualrec/<protocol>/<row>.json``, and the table is rendered from all records found
-there (``--render-only`` just re-renders). Rows sharing a prompt share the on-disk LLM response cache, so the
+result record (metrics, counts, per-stage timings, config, data fingerprint; about 2 kB, no MovieLens rows) goes to
+``results/dualrec/<protocol>/<row>.json``, which is committed, and each protocol's tables are rendered from all
+records found there (``--render-only`` just re-renders). ``--docs`` replaces only the protocols that have records,
+so one protocol can be re-run without the other's. Rows sharing a prompt share the on-disk LLM response cache, so the
 "with/without SBERT" and "leaky" rows cost no extra generation. A row scored on fewer users than the protocol's full
 test set (``--max-users row=N``) says so in its label: a sample is never presented as the full set.
 """
@@ -122,18 +124,18 @@ def answered_vs_stage1(model, result, ks) -> dict | None:
 ANSWERED = ("HR@1", "HR@5", "HR@10", "NDCG@5")
 
 
-def render(out_dir: Path, command: str | None = None) -> str:
+def render(out_dir: Path) -> dict[str, str]:
+    """The tables of each protocol that has result records, as Markdown: ``{protocol: text}``."""
     from dualrec.evaluation.report import markdown_table
 
     order = {r.key: i for i, r in enumerate(ROWS)}
-    parts = []
+    blocks = {}
     for protocol in ("paper", "strict"):
         recs = [json.loads(p.read_text()) for p in sorted((out_dir / protocol).glob("*.json"))]
         recs = sorted(recs, key=lambda r: (order.get(r.get("row"), 99), -r["counts"]["users"]))
         if not recs:
             continue
-        parts.append(f"**Protocol `{protocol}`** ({recs[0]['protocol_note']}).\n")
-        parts.append(markdown_table(recs, COLUMNS))
+        parts = [f"**Protocol `{protocol}`** ({recs[0]['protocol_note']}).\n", markdown_table(recs, COLUMNS)]
         stage_lines = []
         for r in recs:
             stages = {k[6:-11]: v for k, v in r["timings"].items() if k.startswith("stage_")}
@@ -155,25 +157,24 @@ def render(out_dir: Path, command: str | None = None) -> str:
                              f"| {r['label']} | {r['answered']['users']} | " + " | ".join(
                                  f"{r['answered']['llm'][m]:.4f} / {r['answered']['stage1'][m]:.4f}"
                                  for m in ANSWERED) + " |" for r in answered) + "\n")
-    text = "\n".join(parts)
-    if command:
-        text = f"Regenerate: `{command}`\n\n" + text
-    return text
+        blocks[protocol] = "\n".join(parts)
+    return blocks
 
 
-TABLE_MARK = "<!-- dualrec table (python -m dualrec.llm.table --render-only --docs docs/results.md) -->"
-
-
-def write_docs(text: str, docs: Path = Path("docs/results.md")) -> None:
-    """Replace the tables inside this section's markers; hand-written text above ``TABLE_MARK`` stays."""
+def write_docs(blocks: dict[str, str], docs: Path = Path("docs/results.md")) -> None:
+    """Replace each rendered protocol's tables, between its ``<!-- dualrec table: PROTOCOL -->`` markers inside the
+    dualrec section (added before the section's end the first time); the other protocol's tables and the
+    hand-written text stay. So one protocol can be re-run and re-rendered without the other's records."""
     doc = docs.read_text()
-    start = doc.index("<!-- section: dualrec")
-    start = doc.index("-->", start) + 3
-    end = doc.index("<!-- end: dualrec -->")
-    mark = doc.find(TABLE_MARK, start, end)
-    if mark >= 0:
-        start = mark + len(TABLE_MARK)
-    docs.write_text(doc[:start] + "\n" + text.rstrip("\n") + "\n" + doc[end:])
+    for protocol, text in blocks.items():
+        begin, end = f"<!-- dualrec table: {protocol} -->", f"<!-- end dualrec table: {protocol} -->"
+        section_end = doc.index("<!-- end: dualrec -->", doc.index("<!-- section: dualrec"))
+        block = f"{begin}\n{text.rstrip()}\n{end}"
+        if begin in doc:
+            doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+        else:
+            doc = doc[:section_end] + block + "\n" + doc[section_end:]
+    docs.write_text(doc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,8 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ratings")
     ap.add_argument("--out", default="results/dualrec")
     ap.add_argument("--render-only", action="store_true")
-    ap.add_argument("--docs", help="write the table into this results.md (between the dualrec markers)")
-    ap.add_argument("--command", help="the command line to print above the table")
+    ap.add_argument("--docs", help="write the tables into this results.md (between the dualrec markers)")
     args = ap.parse_args(argv)
     out_dir = Path(args.out)
     if not args.render_only:
@@ -206,10 +206,10 @@ def main(argv: list[str] | None = None) -> None:
             run_row(row, args.protocol, args.stage1, args.adapter, {"data_dir": args.data_dir,
                                                                      "ratings": args.ratings},
                     limits.get(row.key), out_dir, cache)
-    text = render(out_dir, args.command)
-    print(text)
+    blocks = render(out_dir)
+    print("\n".join(blocks.values()))
     if args.docs:
-        write_docs(text, Path(args.docs))
+        write_docs(blocks, Path(args.docs))
 
 
 if __name__ == "__main__":

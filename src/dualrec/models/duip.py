@@ -248,7 +248,7 @@ def build_duip_network(config: DUIPConfig, catalog, encoder, lm, tokenizer, item
                 pos = pos + 1
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
                 out = dec(inputs_embeds=self.lm.get_input_embeddings()(nxt[:, None]), attention_mask=mask,
-                          position_ids=pos, past_key_values=out.past_key_values, use_cache=True)
+                          position_ids=pos, cache=out.cache, use_cache=True)
             gen = torch.stack(steps, 1).tolist()
             return [tokenizer.decode([t for t in g if t != pad_id], skip_special_tokens=True).strip() for g in gen]
 

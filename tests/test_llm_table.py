@@ -1,0 +1,36 @@
+"""The DUALRec results table: a real row run writes its record, and re-rendering one protocol leaves the other
+protocol's tables and the hand-written text alone (records of a protocol can be re-made without the other's)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import ML1M_DIR, ML1M_RATINGS
+
+
+def test_row_record_renders_into_its_protocol_block_only(tmp_path, ml1m_small):
+    from dualrec.llm import table
+    from dualrec.models import build_model
+
+    stage1 = build_model("mostpop", {})
+    stage1.fit(ml1m_small.sequences(), ml1m_small.catalog)
+    stage1.save(tmp_path / "stage1")
+    out = tmp_path / "results"
+    lstm_row = next(r for r in table.ROWS if r.key == "lstm")
+    record = table.run_row(lstm_row, "paper", str(tmp_path / "stage1"), None,
+                           {"data_dir": str(ML1M_DIR.parent), "ratings": str(ML1M_RATINGS)}, 40, out, {})
+    saved = json.loads((out / "paper" / "lstm@40.json").read_text())   # a 40-user run: its own file and label
+    assert saved["counts"]["users"] == record["counts"]["users"] == 40 and "[40 of 493 users]" in saved["label"]
+
+    docs = tmp_path / "results.md"
+    strict_block = "<!-- dualrec table: strict -->\nstrict rows of an earlier run\n<!-- end dualrec table: strict -->"
+    docs.write_text("# Results\n<!-- section: dualrec -->\nhand-written text\n" + strict_block
+                    + "\n<!-- end: dualrec -->\nafter\n")
+    blocks = table.render(out)
+    assert set(blocks) == {"paper"} and f"| {saved['label']} | 40 |" in blocks["paper"]
+    for _ in range(2):   # the second write replaces the block the first one inserted
+        table.write_docs(blocks, docs)
+        text = docs.read_text()
+        assert text.count("<!-- dualrec table: paper -->") == 1 and saved["label"] in text
+        assert strict_block in text and "hand-written text" in text and text.endswith("<!-- end: dualrec -->\nafter\n")
+        assert text.index("<!-- end dualrec table: paper -->") < text.index("<!-- end: dualrec -->")
