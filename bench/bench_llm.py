@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: free cores)")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: hf,modes,sbert,pipeline")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: llamacpp,hf,modes,sbert,pipeline")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -119,33 +119,35 @@ def main() -> None:
     print(f"{len(prompts)} prompts, {args.tokens} new tokens each, {threads} thread(s), load {load()}")
 
     # 1-2. generation
-    t = time.perf_counter()
-    lc = LlamaCppBackend(n_threads=threads)
-    lc.llm
-    figures["llama_cpp_load_s"] = time.perf_counter() - t
-    lc.generate(prompts[:1], SamplingParams(max_new_tokens=2, stop=()))  # warm-up
-    t = time.perf_counter()
-    out = lc.generate(prompts, params)
-    s = time.perf_counter() - t
-    toks = sum(c.new_tokens for c in out)
-    figures["llama_cpp"] = {"s": s, "tokens_per_s": toks / s, "prompts_per_s": len(prompts) / s, "load": load()}
-    print(f"llama.cpp      : {toks / s:6.1f} tok/s, {len(prompts) / s:.3f} prompts/s (load {load()})")
-    for slots in (4, len(prompts)):
+    if "llamacpp" not in skip:
         t = time.perf_counter()
-        texts = llama_cpp_multi_sequence(lc.llm, prompts, args.tokens, slots, threads)
+        lc = LlamaCppBackend(n_threads=threads)
+        lc.llm
+        figures["llama_cpp_load_s"] = time.perf_counter() - t
+        lc.generate(prompts[:1], SamplingParams(max_new_tokens=2, stop=()))  # warm-up
+        t = time.perf_counter()
+        out = lc.generate(prompts, params)
         s = time.perf_counter() - t
-        same = sum(a == b.text for a, b in zip(texts, out))
-        figures[f"llama_cpp_multi_sequence_{slots}"] = {"s": s, "prompts_per_s": len(prompts) / s,
-                                                        "identical_to_one_at_a_time": same, "load": load()}
-        print(f"llama.cpp x{slots:<3} : {len(prompts) / s:.3f} prompts/s in {slots} parallel sequences; "
-              f"{same}/{len(prompts)} texts identical to one at a time (load {load()})")
-    lc.close()
+        toks = sum(c.new_tokens for c in out)
+        figures["llama_cpp"] = {"s": s, "tokens_per_s": toks / s, "prompts_per_s": len(prompts) / s, "load": load()}
+        print(f"llama.cpp      : {toks / s:6.1f} tok/s, {len(prompts) / s:.3f} prompts/s (load {load()})")
+        for slots in (4, len(prompts)):
+            t = time.perf_counter()
+            texts = llama_cpp_multi_sequence(lc.llm, prompts, args.tokens, slots, threads)
+            s = time.perf_counter() - t
+            same = sum(a == b.text for a, b in zip(texts, out))
+            figures[f"llama_cpp_multi_sequence_{slots}"] = {"s": s, "prompts_per_s": len(prompts) / s,
+                                                            "identical_to_one_at_a_time": same, "load": load()}
+            print(f"llama.cpp x{slots:<3} : {len(prompts) / s:.3f} prompts/s in {slots} parallel sequences; "
+                  f"{same}/{len(prompts)} texts identical to one at a time (load {load()})")
+        lc.close()
 
-    if "hf" not in skip:
-        t = time.perf_counter()
-        hf = HFBackend(dtype="bfloat16", n_threads=threads)
+    t = time.perf_counter()
+    hf = HFBackend(dtype="bfloat16", n_threads=threads)
+    if not {"hf", "modes", "pipeline"} <= skip:
         hf.load()
         figures["transformers_load_s"] = time.perf_counter() - t
+    if "hf" not in skip:
         hf.generate(prompts[:1], SamplingParams(max_new_tokens=2, stop=()))
         for bs in (1, args.batch):
             hf.batch_size = bs
