@@ -25,20 +25,29 @@ def _parts(model):
     return base.get_decoder(), base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
 
 
+def logits(model, hidden):
+    """fp32 logits ``[M, V]`` of decoder hidden states ``[M, H]`` (with the model's final soft-capping, if any)."""
+    import torch
+
+    _, head, cap = _parts(model)
+    out = head(hidden).float()
+    return torch.tanh(out / cap) * cap if cap else out
+
+
 def vocab_logprobs(model, hidden):
     """``log p(token)`` over the whole vocabulary, ``[M, V]``, from decoder hidden states ``[M, H]``."""
     import torch
 
-    _, head, cap = _parts(model)
-    logits = head(hidden).float()
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits, dim=-1)
+    return torch.log_softmax(logits(model, hidden), dim=-1)
 
 
 def token_logprobs(model, hidden, targets):
-    """``log p(targets)`` from decoder hidden states ``[M, H]`` (the rows that predict ``targets [M]``)."""
-    return vocab_logprobs(model, hidden).gather(-1, targets[:, None]).squeeze(-1)
+    """``log p(targets)`` from decoder hidden states ``[M, H]`` (the rows that predict ``targets [M]``): the target's
+    logit minus the log-normaliser, without writing out the ``[M, V]`` log-softmax."""
+    import torch
+
+    z = logits(model, hidden)
+    return z.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(z, dim=-1)
 
 
 def answer_logprobs(model, input_ids, attention_mask, answer_mask):
