@@ -34,3 +34,8 @@ def test_row_record_renders_into_its_protocol_block_only(tmp_path, ml1m_small):
         assert text.count("<!-- dualrec table: paper -->") == 1 and saved["label"] in text
         assert strict_block in text and "hand-written text" in text and text.endswith("<!-- end: dualrec -->\nafter\n")
         assert text.index("<!-- end dualrec table: paper -->") < text.index("<!-- end: dualrec -->")
+    # --render-only --protocol strict renders strict alone: no strict records here, so the doc does not change
+    table.main(["--render-only", "--protocol", "strict", "--out", str(out), "--docs", str(docs)])
+    assert docs.read_text() == text
+    table.main(["--render-only", "--out", str(out), "--docs", str(docs)])   # all protocols with records
+    assert docs.read_text() == text

@@ -179,7 +179,8 @@ def write_docs(blocks: dict[str, str], docs: Path = Path("docs/results.md")) -> 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--protocol", choices=("paper", "strict"), default="paper")
+    ap.add_argument("--protocol", choices=("paper", "strict"),
+                    help="the protocol to run (default paper); with --render-only, the one to render (default all)")
     ap.add_argument("--stage1", help="Stage-1 model folder trained under --protocol")
     ap.add_argument("--adapter", help="peft adapter for the LoRA rows")
     ap.add_argument("--rows", help="comma-separated row keys (default: all for the protocol)")
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out_dir = Path(args.out)
     if not args.render_only:
+        args.protocol = args.protocol or "paper"
         if not args.stage1:
             ap.error("--stage1 is required unless --render-only")
         limits = {k: int(v) for k, v in (item.split("=", 1) for item in args.max_users)}
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
             run_row(row, args.protocol, args.stage1, args.adapter, {"data_dir": args.data_dir,
                                                                      "ratings": args.ratings},
                     limits.get(row.key), out_dir, cache)
-    blocks = render(out_dir)
+    blocks = {p: text for p, text in render(out_dir).items() if args.protocol in (None, p)}
     print("\n".join(blocks.values()))
     if args.docs:
         write_docs(blocks, Path(args.docs))
