@@ -13,7 +13,7 @@ Tokenisation of every catalog title is done once per catalog; a user's trie is b
 Speed: ``generate`` with ``num_beams=k`` repeats each prompt k times *before* its first forward pass, so a
 200-token prompt would be encoded k times. Instead the prompts (all but their last token) are encoded once, the KV
 cache is repeated for the beams (``batch_repeat_interleave``), and ``generate`` starts from that cache: the same
-beams and scores, 2.4x faster on this CPU (bench/bench_llm.py, ``constrained``).
+beams and scores, 2.5x faster on this CPU (bench/bench_llm.py, ``constrained``; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -112,10 +112,11 @@ class ConstrainedGenerator:
                     shared["cache"] = prompt_cache(self.model, ids[:, :-1], mask[:, :-1])
                     shared["cache"].batch_repeat_interleave(k)
                 gen = self.model.generate(
-                    input_ids=ids, attention_mask=mask, **shared, num_beams=k, num_return_sequences=k, do_sample=False, length_penalty=0.0,
-                    early_stopping=False, max_new_tokens=self.max_title_tokens + 1, pad_token_id=self.tok.pad_token_id,
-                    eos_token_id=eos, logits_processor=LogitsProcessorList([make_processor(tries, P, k)]),
-                    output_scores=True, return_dict_in_generate=True, top_p=None, top_k=None, temperature=None)
+                    input_ids=ids, attention_mask=mask, **shared, num_beams=k, num_return_sequences=k,
+                    do_sample=False, length_penalty=0.0, early_stopping=False,
+                    max_new_tokens=self.max_title_tokens + 1, pad_token_id=self.tok.pad_token_id, eos_token_id=eos,
+                    logits_processor=LogitsProcessorList([make_processor(tries, P, k)]), output_scores=True,
+                    return_dict_in_generate=True, top_p=None, top_k=None, temperature=None)
             seqs = gen.sequences[:, P:].tolist()
             scores = gen.sequences_scores.float().cpu().numpy()
             for u, trie in enumerate(tries):
