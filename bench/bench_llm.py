@@ -1,11 +1,11 @@
 """Benchmark of DUALRec's LLM stages on this machine (figures printed, never asserted).
 
-    python bench/bench_llm.py --prompts 8 --tokens 64 [--threads 1] [--json out.json]
+    python bench/bench_llm.py --prompts 8 --tokens 64 [--threads 1] [--dtypes auto,float32] [--json out.json]
 
 Measures, on real Stage-2 prompts built from ML-1M paper-protocol test users:
   1. generation with the embedded Gemma 3 270M: llama.cpp one prompt at a time and in multi-sequence batches
-     (the C API; llama-cpp-python has no batch API) versus transformers (the GGUF dequantised to bf16) one at a
-     time and in batches: tokens/s and prompts/s;
+     (the C API; llama-cpp-python has no batch API) versus transformers (the GGUF dequantised to each of
+     ``--dtypes``; ``auto`` is what the configs get on this CPU) one at a time and in batches: tokens/s and prompts/s;
   2. load times: llama.cpp GGUF, transformers from the converted safetensors folder;
   3. the beyond-the-paper modes: candidate scoring of 20 candidates (shared prompt KV cache) and constrained beam
      search (k=10): seconds per user;
@@ -92,6 +92,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: free cores)")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--dtypes", default="auto", help="comma-separated transformers dtypes to compare, e.g. "
+                    "bfloat16,float32 (auto: bf16 where the CPU has native bf16, else float32)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: llamacpp,hf,modes,sbert,pipeline")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
@@ -142,23 +144,29 @@ def main() -> None:
                   f"{same}/{len(prompts)} texts identical to one at a time (load {load()})")
         lc.close()
 
-    t = time.perf_counter()
-    hf = HFBackend(dtype="bfloat16", n_threads=threads)
-    if not {"hf", "modes", "pipeline"} <= skip:
-        hf.load()
-        figures["transformers_load_s"] = time.perf_counter() - t
-    if "hf" not in skip:
-        hf.generate(prompts[:1], SamplingParams(max_new_tokens=2, stop=()))
-        for bs in (1, args.batch):
-            hf.batch_size = bs
-            some = prompts[:8] if bs == 1 else prompts   # one at a time is slow: 8 prompts measure it
-            t = time.perf_counter()
-            out = hf.generate(some, params)
-            s = time.perf_counter() - t
-            toks = sum(c.new_tokens for c in out)
-            figures[f"transformers_bf16_batch{bs}"] = {"s": s, "tokens_per_s": toks / s, "prompts": len(some),
-                                                       "prompts_per_s": len(some) / s, "load": load()}
-            print(f"transformers b{bs:<2}: {toks / s:6.1f} tok/s, {len(some) / s:.3f} prompts/s (load {load()})")
+    from dualrec.llm.hf import resolve_dtype
+
+    figures["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    for dtype in args.dtypes.split(","):
+        name = str(resolve_dtype(dtype)).removeprefix("torch.")
+        t = time.perf_counter()
+        hf = HFBackend(dtype=dtype, n_threads=threads)
+        if not {"hf", "modes", "pipeline"} <= skip:
+            hf.load()
+            figures[f"transformers_{name}_load_s"] = time.perf_counter() - t
+        if "hf" not in skip:
+            hf.generate(prompts[:1], SamplingParams(max_new_tokens=2, stop=()))
+            for bs in (1, args.batch):
+                hf.batch_size = bs
+                some = prompts[:8] if bs == 1 else prompts   # one at a time is slow: 8 prompts measure it
+                t = time.perf_counter()
+                out = hf.generate(some, params)
+                s = time.perf_counter() - t
+                toks = sum(c.new_tokens for c in out)
+                figures[f"transformers_{name}_batch{bs}"] = {"s": s, "tokens_per_s": toks / s, "prompts": len(some),
+                                                             "prompts_per_s": len(some) / s, "load": load()}
+                print(f"transformers {name} b{bs:<2}: {toks / s:6.1f} tok/s, {len(some) / s:.3f} prompts/s "
+                      f"(load {load()})")
 
     # 3. beyond-the-paper modes
     if "modes" not in skip:

@@ -140,3 +140,27 @@ def test_first_use_is_safe_when_two_processes_race(tmp_path):
     assert path.startswith(str(tmp_path / "models"))
     assert hashlib.sha256(open(path, "rb").read()).hexdigest() == EXPECTED_SHA256
     assert not [f for f in os.listdir(tmp_path / "models") if f.endswith(".tmp")]
+
+
+def test_auto_precision_follows_the_cpu_and_keys_the_cache_by_the_resolved_dtype():
+    """bf16 only where the CPU multiplies it natively (emulated bf16 is ~4x slower than fp32 on AVX2), and the
+    response cache is keyed by the dtype actually used, since bf16 and fp32 answers differ."""
+    import torch
+
+    from dualrec.llm.backends import HFBackend
+    from dualrec.llm.hf import resolve_dtype
+    from dualrec.utils import cpu_has_native_bf16
+
+    from pathlib import Path
+
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    if flags:   # the kernel's own word on the CPU, against torch's check
+        assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert resolve_dtype("bf16") == torch.bfloat16 and resolve_dtype("fp32") == torch.float32
+    with pytest.raises(ValueError, match="unknown dtype"):
+        resolve_dtype("float9")
+    auto, explicit = HFBackend(dtype="auto", device="cpu"), HFBackend(dtype=resolve_dtype("auto", "cpu"), device="cpu")
+    assert auto.identity() == explicit.identity()
+    assert auto.identity() != HFBackend(dtype="bfloat16" if auto.identity()["dtype"] == "float32" else "float32",
+                                        device="cpu").identity()

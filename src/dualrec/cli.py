@@ -306,8 +306,8 @@ def finetune(stage1: Path = typer.Option(..., help="Stage-1 run folder from `dua
              epochs: int = typer.Option(3), batch_size: int = typer.Option(2), grad_accum: int = typer.Option(4),
              lr: float = typer.Option(2e-4), max_length: int = typer.Option(512),
              max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
-             dtype: str = typer.Option("auto", help="auto (bf16 on CPU / bf16 GPUs, else fp16), float32, bfloat16, "
-                                                    "float16."),
+             dtype: str = typer.Option("auto", help="auto (bf16 where the CPU or GPU has it natively; else "
+                                                    "fp32 on CPU, fp16 on GPU), float32, bfloat16, float16."),
              device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
              lora: Optional[list[str]] = typer.Option(None, "--lora", help="Any other FinetuneConfig option, "
                                                                          "KEY=VALUE (e.g. --lora r=16)."),

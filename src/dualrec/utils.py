@@ -27,3 +27,12 @@ def pick_device(requested: str | None = None) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX). Without it torch emulates bf16 and a
+    Linear runs about 4x slower than in fp32 (AVX2 Zen 3, one thread: 21 ms vs 5.7 ms for 64x640 @ 640x2048), so
+    the "auto" precisions pick bf16 only where this holds."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

@@ -359,8 +359,12 @@ class HFBackend(LLMBackend):
         self._loaded = None
 
     def identity(self) -> dict:
-        return {"kind": self.kind, "model": self.model_name, "adapter": _adapter_digest(self.adapter),
-                "dtype": str(self.dtype)}
+        from dualrec.llm.hf import resolve_dtype
+        from dualrec.utils import pick_device
+
+        # the resolved dtype: "auto" is bf16 on one machine and fp32 on another, and their answers differ
+        dtype = str(resolve_dtype(self.dtype, pick_device(self.device))).removeprefix("torch.")
+        return {"kind": self.kind, "model": self.model_name, "adapter": _adapter_digest(self.adapter), "dtype": dtype}
 
     def load(self):
         if self._loaded is None:

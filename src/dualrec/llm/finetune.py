@@ -10,7 +10,8 @@ Training: LoRA r=8, alpha=16, dropout 0.1 on the attention projections (q/k/v/o_
 Qwen and Llama); 3 epochs, batch 2 with gradient accumulation, max length 512; the loss is the mean negative log-
 likelihood of the answer tokens only (the prompt is context, not a target). The LM head is applied to the answer
 positions only (:func:`dualrec.llm.scoring.answer_logprobs`): with a 262k-token vocabulary that is most of the cost.
-Precision: bf16 weights on CPU (2x faster than fp32 on AVX-512 bf16); on CUDA the weights load in bf16 (or fp16
+Precision (``dtype="auto"``): on CPU bf16 weights where the CPU has native bf16 (2x faster than fp32 on AVX-512
+BF16), else fp32 (emulated bf16 is ~4x slower than fp32 on AVX2); on CUDA the weights load in bf16 (or fp16
 with a grad scaler), LoRA weights stay fp32 (peft's default). A plain loop rather than TRL's SFTTrainer: it is
 short, it lets us slice before the LM head, and it checkpoints (adapter + optimizer + step) every ``save_every``
 steps so a killed run resumes where it stopped. Progress is a tqdm bar with the running loss.
@@ -48,7 +49,7 @@ class FinetuneConfig:
     lr: float = 2e-4
     max_length: int = 512
     max_steps: int | None = None       # stop after this many optimizer steps (small CPU runs)
-    dtype: str = "auto"                # auto: bf16 on CPU and bf16-capable GPUs, else fp16
+    dtype: str = "auto"                # auto: see dualrec.llm.hf.resolve_dtype
     device: str = "auto"
     attn_implementation: str | None = "eager"   # recommended for training Gemma 3
     gradient_checkpointing: bool = False         # for 7B models on one GPU

@@ -65,7 +65,6 @@ Departures (why):
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,15 +100,6 @@ def item_texts(catalog: Catalog) -> list[str]:
     return [f"{t}. {', '.join(g)}" if len(g) else t for t, g in zip(catalog.items["title"], catalog.items["genres"])]
 
 
-@functools.lru_cache(maxsize=1)
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
 def use_bf16(setting: bool | None, device) -> bool:
     """``setting``, or for ``None`` whether ``device`` has native bf16 matmuls (AVX512-BF16/AMX CPU, CUDA)."""
     import torch
@@ -118,7 +108,9 @@ def use_bf16(setting: bool | None, device) -> bool:
         return setting
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and _cpu_has_bf16()
+    from dualrec.utils import cpu_has_native_bf16
+
+    return device.type == "cpu" and cpu_has_native_bf16()
 
 
 class UniSRec(NeuralRecommender):
