@@ -39,3 +39,14 @@ def test_row_record_renders_into_its_protocol_block_only(tmp_path, ml1m_small):
     assert docs.read_text() == text
     table.main(["--render-only", "--out", str(out), "--docs", str(docs)])   # all protocols with records
     assert docs.read_text() == text
+
+
+def test_llm_dtype_is_the_recorded_one_else_the_config_value():
+    """A record made since the LLM's identity is kept shows the precision actually used ("auto" resolves per CPU);
+    an older record shows what its config said."""
+    from dualrec.llm.table import llm_dtype
+
+    config = {"model": {"backend": {"kind": "hf", "dtype": "auto"}}}
+    assert llm_dtype({"config": config, "llm": {"kind": "hf", "dtype": "float32"}}) == "float32"
+    assert llm_dtype({"config": config}) == "auto"
+    assert llm_dtype({"config": {"model": {}}}) == "?"

@@ -78,7 +78,8 @@ def result_record(cfg: ExperimentConfig, model: Recommender, prepared: Prepared,
         "counts": result.counts,
         "timings": {**result.timings, "fit_s": model.fit_seconds},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")},
+                        "machine": platform.machine(), "cpu": torch.backends.cpu.get_cpu_capability(),
+                        "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")},
     }
 
 

@@ -80,6 +80,8 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
     result = ex.run_evaluation(cfg, model, prepared)
     record = ex.result_record(cfg, model, prepared, result)
     record["answered"] = answered_vs_stage1(model, result, cfg.evaluation.ks)
+    if row.config is not None:   # which LLM answered, in which precision (the config may say "auto")
+        record["llm"] = model.backend.identity()
     n_full = len(prepared.split.test)
     scored = record["counts"]["users"]
     record["label"] = row.label + ("" if scored == n_full else f" [{scored} of {n_full} users]")
@@ -141,13 +143,13 @@ def render(out_dir: Path) -> dict[str, str]:
             stages = {k[6:-11]: v for k, v in r["timings"].items() if k.startswith("stage_")}
             c = r["counts"]
             if "fallbacks" in c:
-                stage_lines.append(f"| {r['label']} | {c['fallbacks']} | {c['generated_titles']} | "
+                stage_lines.append(f"| {r['label']} | {llm_dtype(r)} | {c['fallbacks']} | {c['generated_titles']} | "
                                    f"{c['ungrounded_titles']} | " + " | ".join(
                                        f"{stages.get(s, 0.0):.3f}" for s in ("lstm", "prompt", "llm", "parse",
                                                                              "rerank")) + " |")
         if stage_lines:
-            parts.append("\n| row | fallbacks | titles generated | ungrounded | lstm s/user | prompt | llm | "
-                         "parse | rerank |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            parts.append("\n| row | LLM dtype | fallbacks | titles generated | ungrounded | lstm s/user | prompt | "
+                         "llm | parse | rerank |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
                          + "\n".join(stage_lines) + "\n")
         answered = [r for r in recs if (r.get("answered") or {}).get("users")]
         if answered:
@@ -159,6 +161,14 @@ def render(out_dir: Path) -> dict[str, str]:
                                  for m in ANSWERED) + " |" for r in answered) + "\n")
         blocks[protocol] = "\n".join(parts)
     return blocks
+
+
+def llm_dtype(record: dict) -> str:
+    """The precision the row's LLM ran in: recorded since the "auto" dtype resolves per machine; older records
+    give their config's value."""
+    if record.get("llm"):
+        return record["llm"]["dtype"]
+    return str(record["config"]["model"].get("backend", {}).get("dtype", "?"))
 
 
 def write_docs(blocks: dict[str, str], docs: Path = Path("docs/results.md")) -> None:
