@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from conftest import ML1M_DIR, ML1M_RATINGS
 
 
@@ -28,6 +30,7 @@ def test_row_record_renders_into_its_protocol_block_only(tmp_path, ml1m_small):
                     + "\n<!-- end: dualrec -->\nafter\n")
     blocks = table.render(out)
     assert set(blocks) == {"paper"} and f"| {saved['label']} | 40 |" in blocks["paper"]
+    assert f"{table.weights_digest(tmp_path / 'stage1')}, every row" in blocks["paper"]
     for _ in range(2):   # the second write replaces the block the first one inserted
         table.write_docs(blocks, docs)
         text = docs.read_text()
@@ -50,3 +53,24 @@ def test_llm_dtype_is_the_recorded_one_else_the_config_value():
     assert llm_dtype({"config": config, "llm": {"kind": "hf", "dtype": "float32"}}) == "float32"
     assert llm_dtype({"config": config}) == "auto"
     assert llm_dtype({"config": {"model": {}}}) == "?"
+
+
+def test_rows_on_other_stage1_weights_are_flagged(tmp_path, ml1m_small):
+    """Retrained on another CPU, a seeded Stage 1 has other weights: rows on different ones say so in the table."""
+    from dualrec.llm import table
+    from dualrec.models import build_model
+
+    digests, seqs = [], ml1m_small.sequences()
+    for n in (2, 3):   # two Stage-1 models whose weights differ: popularity counted over different users
+        stage1 = build_model("mostpop", {})
+        stage1.fit(seqs.select(np.arange(len(seqs)) < len(seqs) // n), ml1m_small.catalog)
+        stage1.save(tmp_path / f"stage1-{n}")
+        digests.append(table.weights_digest(tmp_path / f"stage1-{n}"))
+    assert digests[0] != digests[1] and digests[0] == table.weights_digest(tmp_path / "stage1-2")
+    out = tmp_path / "results"
+    lstm_row = next(r for r in table.ROWS if r.key == "lstm")
+    data = {"data_dir": str(ML1M_DIR.parent), "ratings": str(ML1M_RATINGS)}
+    for n, users in ((2, 20), (3, 30)):
+        table.run_row(lstm_row, "paper", str(tmp_path / f"stage1-{n}"), None, data, users, out, {})
+    block = table.render(out)["paper"]
+    assert "Rows on different Stage-1 weights" in block and all(d in block for d in digests)

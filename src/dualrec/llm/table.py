@@ -86,6 +86,7 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
     scored = record["counts"]["users"]
     record["label"] = row.label + ("" if scored == n_full else f" [{scored} of {n_full} users]")
     record["row"] = row.key
+    record["stage1_digest"] = weights_digest(stage1)
     record["wall_s"] = time.perf_counter() - start
     if hasattr(model, "close"):
         model.close()
@@ -99,6 +100,18 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
           + (f"; per stage s/user: {', '.join(f'{k}={v:.4f}' for k, v in stages.items())}" if stages else ""),
           flush=True)
     return record
+
+
+def weights_digest(folder: str | Path) -> str:
+    """sha256 (16 hex) of a model folder's safetensors files: which Stage-1 weights a row used. A seeded run
+    retrained on another CPU gives other weights (the float kernels differ), and rows are comparable only on the
+    same Stage 1."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).rglob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def answered_vs_stage1(model, result, ks) -> dict | None:
@@ -138,6 +151,10 @@ def render(out_dir: Path) -> dict[str, str]:
         if not recs:
             continue
         parts = [f"**Protocol `{protocol}`** ({recs[0]['protocol_note']}).\n", markdown_table(recs, COLUMNS)]
+        digests = {r.get("stage1_digest", "not recorded") for r in recs}
+        parts.append(f"Stage-1 weights (sha256 of the safetensors): {digests.pop()}, every row.\n" if len(digests) == 1
+                     else "**Rows on different Stage-1 weights** (sha256 of the safetensors): " + ", ".join(
+                         f"{r['label']}: {r.get('stage1_digest', 'not recorded')}" for r in recs) + ".\n")
         stage_lines = []
         for r in recs:
             stages = {k[6:-11]: v for k, v in r["timings"].items() if k.startswith("stage_")}
