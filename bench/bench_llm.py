@@ -144,13 +144,11 @@ def main() -> None:
                   f"{same}/{len(prompts)} texts identical to one at a time (load {load()})")
         lc.close()
 
-    from dualrec.llm.hf import resolve_dtype
-
     figures["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     for dtype in args.dtypes.split(","):
-        name = str(resolve_dtype(dtype)).removeprefix("torch.")
         t = time.perf_counter()
         hf = HFBackend(dtype=dtype, n_threads=threads)
+        name = hf.identity()["dtype"]   # what "auto" resolves to on this machine and device
         if not {"hf", "modes", "pipeline"} <= skip:
             hf.load()
             figures[f"transformers_{name}_load_s"] = time.perf_counter() - t

@@ -145,13 +145,13 @@ def test_first_use_is_safe_when_two_processes_race(tmp_path):
 def test_auto_precision_follows_the_cpu_and_keys_the_cache_by_the_resolved_dtype():
     """bf16 only where the CPU multiplies it natively (emulated bf16 is ~4x slower than fp32 on AVX2), and the
     response cache is keyed by the dtype actually used, since bf16 and fp32 answers differ."""
+    from pathlib import Path
+
     import torch
 
     from dualrec.llm.backends import HFBackend
     from dualrec.llm.hf import resolve_dtype
     from dualrec.utils import cpu_has_native_bf16
-
-    from pathlib import Path
 
     flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
     if flags:   # the kernel's own word on the CPU, against torch's check
