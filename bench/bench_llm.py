@@ -7,7 +7,8 @@ Measures, on real Stage-2 prompts built from ML-1M paper-protocol test users:
      (the C API; llama-cpp-python has no batch API) versus transformers (the GGUF dequantised to each of
      ``--dtypes``; ``auto`` is what the configs get on this CPU) one at a time and in batches: tokens/s and prompts/s;
   2. load times: llama.cpp GGUF, transformers from the converted safetensors folder;
-  3. the beyond-the-paper modes: candidate scoring of 20 candidates (shared prompt KV cache) and constrained beam
+  3. the beyond-the-paper modes: candidate scoring of 20 candidates (shared prompt KV cache; one user per pass and
+     several users per pass) and constrained beam
      search (k=10): seconds per user;
   4. SBERT: embedding the 1,000-title catalog once, and a re-rank per user (row lookup + dot product);
   5. the whole pipeline through ``evaluate`` (cache off): seconds per user per stage.
@@ -169,22 +170,24 @@ def main() -> None:
     # 3. beyond-the-paper modes
     if "modes" not in skip:
         from dualrec.llm.constrained import ConstrainedGenerator
-        from dualrec.llm.scoring import candidate_texts, score_candidates
+        from dualrec.llm.scoring import candidate_texts, score_candidate_lists
 
         model, tok = hf.load()
-        cands = stage1.recommend(cases.histories, 20).items
-        n = min(4, len(prompts))
-        t = time.perf_counter()
-        for p, c in zip(prompts[:n], cands[:n]):
-            score_candidates(model, tok, p + "1.", candidate_texts(cat, c))
-        figures["score20_s_per_user"] = (time.perf_counter() - t) / n
+        cands = [candidate_texts(cat, c) for c in stage1.recommend(cases.histories, 20).items]
         m = min(8, len(prompts))
+        for users in (1, m):   # one user per pass vs m users' prompts and candidates in one pass
+            t = time.perf_counter()
+            for lo in range(0, m, users):
+                score_candidate_lists(model, tok, [p + "1." for p in prompts[lo:lo + users]], cands[lo:lo + users])
+            figures[f"score20_{users}_users_per_pass_s_per_user"] = (time.perf_counter() - t) / m
         for share in (False, True):   # prompt encoded once per beam (generate's own way) vs once, cache repeated
             gen = ConstrainedGenerator(model, tok, cat, batch_size=m, share_prompt=share)
             t = time.perf_counter()
             gen.recommend([p + "1." for p in prompts[:m]], cases.histories[:m], 10)
             figures[f"constrained10{'_shared_prompt' if share else ''}_s_per_user"] = (time.perf_counter() - t) / m
-        print(f"score top-20   : {figures['score20_s_per_user']:.2f} s/user; constrained k=10, {m} users per batch: "
+        print(f"score top-20   : {figures['score20_1_users_per_pass_s_per_user']:.2f} s/user one user per pass, "
+              f"{figures[f'score20_{m}_users_per_pass_s_per_user']:.2f} with {m} per pass; "
+              f"constrained k=10, {m} users per batch: "
               f"{figures['constrained10_s_per_user']:.2f} s/user, prompt shared across beams "
               f"{figures['constrained10_shared_prompt_s_per_user']:.2f} (load {load()})")
 

@@ -69,6 +69,20 @@ def test_candidate_scores_equal_a_full_forward_pass(hf):
     assert fast[0] > fast[1]   # after two Disney films, the Disney film is likelier than a crime drama
 
 
+def test_candidate_lists_of_several_users_score_as_one_user_at_a_time(hf):
+    """Several prompts in one pass (the shorter left-padded, candidate counts unequal, one user without candidates,
+    the LM head in chunks smaller than the batch) give each user's scores as scoring that user alone does."""
+    from dualrec.llm.scoring import score_candidate_lists, score_candidates
+
+    prompts = [PROMPT, "Movies for a fan of Heat (1995):\n1.", "Below is a list:\n1."]
+    cands = [[" The Lion King (1994)", " Heat (1995)", " Schindler's List (1993)"],
+             [" Casino (1995)", " Toy Story (1995)"], []]
+    batched = score_candidate_lists(hf.model, hf.tokenizer, prompts, cands, head_rows=3)
+    assert [len(b) for b in batched] == [3, 2, 0]
+    for p, c, got in zip(prompts[:2], cands[:2], batched):
+        np.testing.assert_allclose(got, score_candidates(hf.model, hf.tokenizer, p, c), atol=1e-3)
+
+
 def test_constrained_beam_search_returns_k_distinct_real_items(hf, ml1m_top1000):
     from dualrec.llm.constrained import ConstrainedGenerator
     from dualrec.llm.scoring import candidate_texts, score_candidates

@@ -9,7 +9,8 @@ Candidate scoring (issue 3, "make the LLM's list a real ranking"): given the Sta
 first title starts, after "1."), each of the Stage-1 model's top-N candidates is scored by
 ``log p(" Title (Year)" | prompt)``, the sum over its tokens. The prompt is encoded ONCE per user; its KV cache is
 repeated for the N candidates, which then run as one batch of short sequences (the prompt is not recomputed N
-times). Candidates come back ordered by that score: a ranking of N distinct real items, nothing hallucinated.
+times); a test set is scored several users per pass (:func:`score_candidate_lists`). Candidates come back ordered by
+that score: a ranking of N distinct real items, nothing hallucinated.
 """
 
 from __future__ import annotations
@@ -79,40 +80,62 @@ def candidate_texts(catalog, items: Sequence[int]) -> list[str]:
 
 def score_candidates(model, tokenizer, prompt: str, candidates: Sequence[str], length_normalise: bool = False
                      ) -> np.ndarray:
-    """``sum log p(candidate tokens | prompt)`` for each candidate (optionally divided by its token count).
+    """``sum log p(candidate tokens | prompt)`` for each candidate of one prompt (optionally divided by its token
+    count): :func:`score_candidate_lists` for a single user."""
+    return score_candidate_lists(model, tokenizer, [prompt], [candidates], length_normalise)[0]
 
-    The prompt runs once; its KV cache is repeated for the candidates, which run as one right-padded batch.
+
+def score_candidate_lists(model, tokenizer, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
+                          length_normalise: bool = False, head_rows: int = 256) -> list[np.ndarray]:
+    """``sum log p(candidate tokens | prompt)`` for every candidate of every prompt, in two decoder passes.
+
+    The prompts run once, as one left-padded batch (:func:`prompt_cache` numbering); each prompt's KV cache is
+    repeated for its candidates, and all candidates of all prompts run as one right-padded batch on top of those
+    caches. One user at a time, a candidate batch is 20 rows of a few tokens: too small to keep the CPU's matrix units
+    busy, so scoring a test set batches users (DualRec's ``score_batch``). The LM head (262k rows for the embedded
+    model) is applied ``head_rows`` hidden states at a time, so memory stays bounded whatever the batch.
     """
     import torch
 
-    if not len(candidates):
-        return np.zeros(0, np.float32)
+    out = [np.zeros(0, np.float32) for _ in prompts]
+    users = [u for u, c in enumerate(candidates) if len(c)]
+    if not users:
+        return out
     decoder, _, _ = _parts(model)
     device = next(model.parameters()).device
-    p_ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
-    cand = tokenizer(list(candidates), add_special_tokens=False).input_ids
-    n, t_max = len(cand), max(len(c) for c in cand)
+    enc = tokenizer([prompts[u] for u in users], return_tensors="pt", padding=True).to(device)
+    cand = [tokenizer(list(candidates[u]), add_special_tokens=False).input_ids for u in users]
+    owner = torch.tensor([b for b, c in enumerate(cand) for _ in c], device=device)   # candidate row -> prompt row
+    flat = [ids for c in cand for ids in c]
+    n, t_max = len(flat), max(len(c) for c in flat)
     ids = torch.full((n, t_max), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((n, t_max), dtype=torch.long)
-    for i, c in enumerate(cand):
+    for i, c in enumerate(flat):
         ids[i, :len(c)] = torch.tensor(c)
         mask[i, :len(c)] = 1
     ids, mask = ids.to(device), mask.to(device)
-    P = p_ids.shape[1]
+    p_mask = enc["attention_mask"]
     with torch.inference_mode():
-        out = decoder(input_ids=p_ids, use_cache=True)
-        cache = out.cache
-        cache.batch_repeat_interleave(n)
-        first = vocab_logprobs(model, out.last_hidden_state[:, -1])[0, ids[:, 0]]   # token 0 | prompt: one row
-        full_mask = torch.cat([torch.ones((n, P), dtype=torch.long, device=device), mask], dim=1)
-        pos = torch.arange(P, P + t_max, device=device)[None].expand(n, -1)
+        positions = (p_mask.cumsum(-1) - 1).masked_fill(p_mask == 0, 0)
+        prompt = decoder(input_ids=enc["input_ids"], attention_mask=p_mask, position_ids=positions, use_cache=True)
+        first_lp = vocab_logprobs(model, prompt.last_hidden_state[:, -1])     # [users, V]: one row per prompt
+        first = first_lp[owner, ids[:, 0]]                                    # token 0 | prompt
+        cache = prompt.cache
+        cache.batch_select_indices(owner)
+        full_mask = torch.cat([p_mask[owner], mask], dim=1)
+        pos = p_mask.sum(1)[owner][:, None] + torch.arange(t_max, device=device)[None]
         hidden = decoder(input_ids=ids, attention_mask=full_mask, cache=cache, position_ids=pos,
                          use_cache=True).last_hidden_state
         rows = mask[:, 1:].bool().nonzero(as_tuple=True)
-        rest = token_logprobs(model, hidden[:, :-1][rows], ids[:, 1:][rows])
-        total = first.clone()
-        total.index_add_(0, rows[0], rest)
-    total = total.float().cpu().numpy()
+        h, targets = hidden[:, :-1][rows], ids[:, 1:][rows]
+        rest = torch.cat([token_logprobs(model, h[i:i + head_rows], targets[i:i + head_rows])
+                          for i in range(0, len(h), head_rows)]) if len(h) else first.new_zeros(0)
+        total = first.float().clone()
+        total.index_add_(0, rows[0], rest.float())
+    total = total.cpu().numpy()
     if length_normalise:
         total = total / mask.sum(1).cpu().numpy()
-    return total.astype(np.float32)
+    bounds = np.cumsum([0] + [len(c) for c in cand])
+    for b, u in enumerate(users):
+        out[u] = total[bounds[b]:bounds[b + 1]].astype(np.float32)
+    return out

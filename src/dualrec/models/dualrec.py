@@ -61,6 +61,7 @@ class DualRecConfig(ModelConfig):
     leaky_rerank: bool = False         # the authors' code: targets in the reference list (see leak_targets)
     fill_with_stage1: bool = False     # append Stage 1's ranking after the LLM's items
     n_candidates: int = 20             # mode=score: Stage-1 candidates the LLM re-orders
+    score_batch: int = 8               # mode=score: users whose prompts and candidates share one pass
     min_ground_score: float = 80.0     # Catalog.ground threshold (0..100)
     cache: bool = True                 # on-disk response cache (under the dualrec cache dir)
     progress: bool = True
@@ -214,14 +215,17 @@ class DualRec(Recommender):
                                                                               k)):
                         results[i] = res
                 else:
-                    from dualrec.llm.scoring import candidate_texts, score_candidates
+                    from dualrec.llm.scoring import candidate_texts, score_candidate_lists
 
                     model, tok = self.backend.load()
-                    for i, p in zip(todo, lm_prompts):
-                        cands = s1.items[i][:c.n_candidates]
-                        s = score_candidates(model, tok, p, candidate_texts(self.catalog, cands))
-                        order = np.argsort(-s, kind="stable")
-                        results[i] = (cands[order], s[order])
+                    for lo in range(0, len(todo), c.score_batch):
+                        users = todo[lo:lo + c.score_batch]
+                        cands = [s1.items[i][:c.n_candidates] for i in users]
+                        scores = score_candidate_lists(model, tok, lm_prompts[lo:lo + c.score_batch],
+                                                       [candidate_texts(self.catalog, x) for x in cands])
+                        for i, x, s in zip(users, cands, scores):
+                            order = np.argsort(-s, kind="stable")
+                            results[i] = (x[order], s[order])
             except Exception as exc:  # e.g. out of memory: the whole batch falls back, and says why
                 for i in todo:
                     extras[i]["error"] = f"{type(exc).__name__}: {exc}"
