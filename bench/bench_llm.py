@@ -7,11 +7,12 @@ Measures, on real Stage-2 prompts built from ML-1M paper-protocol test users:
      (the C API; llama-cpp-python has no batch API) versus transformers (the GGUF dequantised to each of
      ``--dtypes``; ``auto`` is what the configs get on this CPU) one at a time and in batches: tokens/s and prompts/s;
   2. load times: llama.cpp GGUF, transformers from the converted safetensors folder;
-  3. the beyond-the-paper modes: candidate scoring of 20 candidates (shared prompt KV cache; one user per pass and
-     several users per pass) and constrained beam
-     search (k=10): seconds per user;
-  4. SBERT: embedding the 1,000-title catalog once, and a re-rank per user (row lookup + dot product);
-  5. the whole pipeline through ``evaluate`` (cache off): seconds per user per stage.
+  3. the LM head's log-normaliser for 20/80/160 rows: the bare product, the whole-vocabulary logsumexp, by slices;
+  4. the beyond-the-paper modes: candidate scoring of 20 candidates (shared prompt KV cache; one user per pass and
+     several users per pass) and constrained beam search (k=10; transformers' generate, and the search over shared
+     prompt keys): seconds per user;
+  5. SBERT: embedding the 1,000-title catalog once, and a re-rank per user (row lookup + dot product);
+  6. the whole pipeline through ``evaluate`` (cache off): seconds per user per stage.
 The 1-minute load average is printed next to every figure: the machine is shared, and contention moves them a lot.
 """
 
@@ -31,6 +32,12 @@ SHARED = Path(os.environ.get("DUALREC_SHARED_DATA", REPO.parent / "shared" / "da
 
 def load() -> float:
     return round(os.getloadavg()[0], 1)
+
+
+def _seconds(f) -> float:
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
 
 
 def llama_cpp_multi_sequence(llm, prompts: list[str], max_tokens: int, slots: int, threads: int) -> list[str]:
@@ -95,7 +102,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--dtypes", default="auto", help="comma-separated transformers dtypes to compare, e.g. "
                     "bfloat16,float32 (auto: bf16 where the CPU has native bf16, else float32)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: llamacpp,hf,modes,sbert,pipeline")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: llamacpp,hf,head,modes,sbert,pipeline")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -150,7 +157,7 @@ def main() -> None:
         t = time.perf_counter()
         hf = HFBackend(dtype=dtype, n_threads=threads)
         name = hf.identity()["dtype"]   # what "auto" resolves to on this machine and device
-        if not {"hf", "modes", "pipeline"} <= skip:
+        if not {"hf", "head", "modes", "pipeline"} <= skip:
             hf.load()
             figures[f"transformers_{name}_load_s"] = time.perf_counter() - t
         if "hf" not in skip:
@@ -167,7 +174,28 @@ def main() -> None:
                 print(f"transformers {name} b{bs:<2}: {toks / s:6.1f} tok/s, {len(some) / s:.3f} prompts/s "
                       f"(load {load()})")
 
-    # 3. beyond-the-paper modes
+    # 3. the LM head's log-normaliser (every mode that scores tokens): the bare product, the whole-vocabulary
+    # logsumexp, and the sliced one the code uses (scoring.log_normaliser), on real hidden states
+    if "head" not in skip:
+        import torch.nn.functional as F
+
+        from dualrec.llm.scoring import _parts, log_normaliser
+
+        model, tok = hf.load()
+        decoder, head, _ = _parts(model)
+        with torch.inference_mode():
+            states = decoder(**tok(prompts[:2], return_tensors="pt", padding=True)).last_hidden_state.flatten(0, 1)
+            for rows in (20, 80, 160):
+                h = states[:rows].contiguous()
+                ways = {"product": lambda: F.linear(h, head.weight),
+                        "whole_logsumexp": lambda: torch.logsumexp(F.linear(h, head.weight).float(), -1),
+                        "sliced_logsumexp": lambda: log_normaliser(model, h)}
+                best = {name: min(_seconds(f) for _ in range(3)) for name, f in ways.items()}
+                figures[f"head_{rows}_rows_ms"] = {k: 1000 * v for k, v in best.items()}
+                print(f"LM head {rows:3d} rows: " + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in best.items())
+                      + f" (load {load()})")
+
+    # 4. beyond-the-paper modes
     if "modes" not in skip:
         from dualrec.llm.constrained import ConstrainedGenerator
         from dualrec.llm.scoring import candidate_texts, score_candidate_lists
@@ -180,7 +208,7 @@ def main() -> None:
             for lo in range(0, m, users):
                 score_candidate_lists(model, tok, [p + "1." for p in prompts[lo:lo + users]], cands[lo:lo + users])
             figures[f"score20_{users}_users_per_pass_s_per_user"] = (time.perf_counter() - t) / m
-        for share in (False, True):   # prompt encoded once per beam (generate's own way) vs once, cache repeated
+        for share in (False, True):   # transformers generate (per-beam prompt copies) vs the shared-prefix search
             gen = ConstrainedGenerator(model, tok, cat, batch_size=m, share_prompt=share)
             t = time.perf_counter()
             gen.recommend([p + "1." for p in prompts[:m]], cases.histories[:m], 10)
@@ -188,10 +216,10 @@ def main() -> None:
         print(f"score top-20   : {figures['score20_1_users_per_pass_s_per_user']:.2f} s/user one user per pass, "
               f"{figures[f'score20_{m}_users_per_pass_s_per_user']:.2f} with {m} per pass; "
               f"constrained k=10, {m} users per batch: "
-              f"{figures['constrained10_s_per_user']:.2f} s/user, prompt shared across beams "
+              f"{figures['constrained10_s_per_user']:.2f} s/user with generate, shared-prefix search "
               f"{figures['constrained10_shared_prompt_s_per_user']:.2f} (load {load()})")
 
-    # 4. SBERT
+    # 5. SBERT
     if "sbert" not in skip:
         import tempfile
 
@@ -212,7 +240,7 @@ def main() -> None:
         print(f"SBERT          : catalog of {len(cat)} embedded in {figures['sbert_catalog_embed_s']:.1f} s once; "
               f"re-rank {1000 * figures['sbert_rerank_s_per_user']:.2f} ms/user (incl. a Stage-1 call)")
 
-    # 5. the whole pipeline
+    # 6. the whole pipeline
     if "pipeline" not in skip:
         from dualrec.evaluation.evaluator import evaluate
 

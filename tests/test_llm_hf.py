@@ -70,14 +70,14 @@ def test_candidate_scores_equal_a_full_forward_pass(hf):
 
 
 def test_candidate_lists_of_several_users_score_as_one_user_at_a_time(hf):
-    """Several prompts in one pass (the shorter left-padded, candidate counts unequal, one user without candidates,
-    the LM head in chunks smaller than the batch) give each user's scores as scoring that user alone does."""
+    """Several prompts in one pass (the shorter left-padded, candidate counts unequal, one user without candidates)
+    give each user's scores as scoring that user alone does."""
     from dualrec.llm.scoring import score_candidate_lists, score_candidates
 
     prompts = [PROMPT, "Movies for a fan of Heat (1995):\n1.", "Below is a list:\n1."]
     cands = [[" The Lion King (1994)", " Heat (1995)", " Schindler's List (1993)"],
              [" Casino (1995)", " Toy Story (1995)"], []]
-    batched = score_candidate_lists(hf.model, hf.tokenizer, prompts, cands, head_rows=3)
+    batched = score_candidate_lists(hf.model, hf.tokenizer, prompts, cands)
     assert [len(b) for b in batched] == [3, 2, 0]
     for p, c, got in zip(prompts[:2], cands[:2], batched):
         np.testing.assert_allclose(got, score_candidates(hf.model, hf.tokenizer, p, c), atol=1e-3)
@@ -98,13 +98,14 @@ def test_constrained_beam_search_returns_k_distinct_real_items(hf, ml1m_top1000)
         assert not np.isin(items, history).any() and np.isin(items, cat.ids).all()
         assert np.all(np.diff(scores) <= 0)
         exact = score_candidates(hf.model, hf.tokenizer, prompt, candidate_texts(cat, items))
-        np.testing.assert_allclose(scores, exact, atol=2e-2)  # a beam's score is the title's exact log-likelihood
+        np.testing.assert_allclose(scores, exact, atol=1e-4)  # a beam's score is the title's exact log-likelihood
     assert results[0][0].tolist() != results[1][0].tolist()
-    # the shared prompt cache changes the cost, not the search: generate's own per-beam encoding finds the same
+    # sharing the prompt's keys and values changes the cost, not the search: transformers' generate, with per-beam
+    # prompt copies, finds the same titles; its scores differ from the exact ones by fp32 rounding (1.5e-4 here)
     reference = ConstrainedGenerator(hf.model, hf.tokenizer, cat, share_prompt=False).recommend(prompts, histories, 4)
     for (items, scores), (ref_items, ref_scores) in zip(results, reference):
         assert items.tolist() == ref_items.tolist()
-        np.testing.assert_allclose(scores, ref_scores, atol=1e-4)
+        np.testing.assert_allclose(scores, ref_scores, atol=3e-4)
 
 
 def test_lora_steps_change_the_adapter_and_it_reloads(tmp_path, ml1m_top1000):

@@ -26,29 +26,42 @@ def _parts(model):
     return base.get_decoder(), base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
 
 
-def logits(model, hidden):
-    """fp32 logits ``[M, V]`` of decoder hidden states ``[M, H]`` (with the model's final soft-capping, if any)."""
+def log_normaliser(model, hidden, chunk: int = 16384):
+    """``logsumexp`` over the vocabulary of the logits of decoder hidden states ``[M, H]`` (with the model's final
+    soft-capping, if any), in fp32, one vocabulary slice of the LM head at a time, then over the slices: the
+    ``[M, V]`` fp32 logits are never written out whole. At 262k tokens, converting them to fp32 and reading them back
+    for the max and the exponentials costs more than the matrix product (80 rows: 65 ms for the product, 216 ms with
+    the whole-vocabulary logsumexp, 146 ms by slices of 16k, which stay in the CPU's cache; bench/bench_llm.py).
+    Exact up to fp32 rounding; differentiable."""
+    import torch
+    import torch.nn.functional as F
+
+    _, head, cap = _parts(model)
+    hidden = hidden.contiguous()
+    parts = []
+    for lo in range(0, head.weight.shape[0], chunk):
+        z = F.linear(hidden, head.weight[lo:lo + chunk],
+                     None if head.bias is None else head.bias[lo:lo + chunk]).float()
+        parts.append(torch.logsumexp(torch.tanh(z / cap) * cap if cap else z, dim=-1))
+    return torch.logsumexp(torch.stack(parts, dim=-1), dim=-1)
+
+
+def target_logits(model, hidden, targets):
+    """fp32 logits of the tokens ``targets [M]`` only (dot products with their LM-head rows), from hidden states
+    ``[M, H]``; soft-capped like the model's."""
     import torch
 
     _, head, cap = _parts(model)
-    out = head(hidden).float()
-    return torch.tanh(out / cap) * cap if cap else out
-
-
-def vocab_logprobs(model, hidden):
-    """``log p(token)`` over the whole vocabulary, ``[M, V]``, from decoder hidden states ``[M, H]``."""
-    import torch
-
-    return torch.log_softmax(logits(model, hidden), dim=-1)
+    z = (hidden.float() * head.weight[targets].float()).sum(-1)
+    if head.bias is not None:
+        z = z + head.bias[targets].float()
+    return torch.tanh(z / cap) * cap if cap else z
 
 
 def token_logprobs(model, hidden, targets):
     """``log p(targets)`` from decoder hidden states ``[M, H]`` (the rows that predict ``targets [M]``): the target's
-    logit minus the log-normaliser, without writing out the ``[M, V]`` log-softmax."""
-    import torch
-
-    z = logits(model, hidden)
-    return z.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(z, dim=-1)
+    logit minus the log-normaliser, without writing out the ``[M, V]`` logits."""
+    return target_logits(model, hidden, targets) - log_normaliser(model, hidden)
 
 
 def answer_logprobs(model, input_ids, attention_mask, answer_mask):
@@ -63,14 +76,13 @@ def answer_logprobs(model, input_ids, attention_mask, answer_mask):
     return token_logprobs(model, h, targets), rows[0]
 
 
-def prompt_cache(model, input_ids, attention_mask):
-    """The KV cache of a batch of left-padded prompts, from the decoder alone (no LM head: at 262k tokens it would
-    cost more than the decoder). Positions count real tokens only, as ``generate`` numbers them, so generation can
-    continue from this cache exactly as from the prompts themselves."""
+def prompt_pass(model, input_ids, attention_mask):
+    """The decoder over a batch of left-padded prompts, with their KV cache (``.cache``) and hidden states
+    (``.last_hidden_state``); no LM head (at 262k tokens it would cost more than the decoder). Positions count real
+    tokens only, as ``generate`` numbers them, so a continuation from this cache matches one from the prompts."""
     decoder, _, _ = _parts(model)
     positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    return decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                   use_cache=True).cache
+    return decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True)
 
 
 def candidate_texts(catalog, items: Sequence[int]) -> list[str]:
@@ -86,14 +98,14 @@ def score_candidates(model, tokenizer, prompt: str, candidates: Sequence[str], l
 
 
 def score_candidate_lists(model, tokenizer, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
-                          length_normalise: bool = False, head_rows: int = 256) -> list[np.ndarray]:
+                          length_normalise: bool = False) -> list[np.ndarray]:
     """``sum log p(candidate tokens | prompt)`` for every candidate of every prompt, in two decoder passes.
 
     The prompts run once, as one left-padded batch (:func:`prompt_cache` numbering); each prompt's KV cache is
     repeated for its candidates, and all candidates of all prompts run as one right-padded batch on top of those
     caches. One user at a time, a candidate batch is 20 rows of a few tokens: too small to keep the CPU's matrix units
-    busy, so scoring a test set batches users (DualRec's ``score_batch``). The LM head (262k rows for the embedded
-    model) is applied ``head_rows`` hidden states at a time, so memory stays bounded whatever the batch.
+    busy, so scoring a test set batches users (DualRec's ``score_batch``). The LM head is applied to the rows that
+    predict a candidate token only, one vocabulary slice at a time (:func:`log_normaliser`).
     """
     import torch
 
@@ -116,10 +128,9 @@ def score_candidate_lists(model, tokenizer, prompts: Sequence[str], candidates: 
     ids, mask = ids.to(device), mask.to(device)
     p_mask = enc["attention_mask"]
     with torch.inference_mode():
-        positions = (p_mask.cumsum(-1) - 1).masked_fill(p_mask == 0, 0)
-        prompt = decoder(input_ids=enc["input_ids"], attention_mask=p_mask, position_ids=positions, use_cache=True)
-        first_lp = vocab_logprobs(model, prompt.last_hidden_state[:, -1])     # [users, V]: one row per prompt
-        first = first_lp[owner, ids[:, 0]]                                    # token 0 | prompt
+        prompt = prompt_pass(model, enc["input_ids"], p_mask)
+        last = prompt.last_hidden_state[:, -1]
+        first = target_logits(model, last[owner], ids[:, 0]) - log_normaliser(model, last)[owner]   # token 0 | prompt
         cache = prompt.cache
         cache.batch_select_indices(owner)
         full_mask = torch.cat([p_mask[owner], mask], dim=1)
@@ -127,11 +138,9 @@ def score_candidate_lists(model, tokenizer, prompts: Sequence[str], candidates: 
         hidden = decoder(input_ids=ids, attention_mask=full_mask, cache=cache, position_ids=pos,
                          use_cache=True).last_hidden_state
         rows = mask[:, 1:].bool().nonzero(as_tuple=True)
-        h, targets = hidden[:, :-1][rows], ids[:, 1:][rows]
-        rest = torch.cat([token_logprobs(model, h[i:i + head_rows], targets[i:i + head_rows])
-                          for i in range(0, len(h), head_rows)]) if len(h) else first.new_zeros(0)
-        total = first.float().clone()
-        total.index_add_(0, rows[0], rest.float())
+        rest = token_logprobs(model, hidden[:, :-1][rows], ids[:, 1:][rows])
+        total = first.clone()
+        total.index_add_(0, rows[0], rest)
     total = total.cpu().numpy()
     if length_normalise:
         total = total / mask.sum(1).cpu().numpy()
