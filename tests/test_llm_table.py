@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from conftest import ML1M_DIR, ML1M_RATINGS
+from conftest import ML1M_DIR, ML1M_RATINGS, REPO
 
 
 def test_row_record_renders_into_its_protocol_block_only(tmp_path, ml1m_small):
@@ -74,3 +74,16 @@ def test_rows_on_other_stage1_weights_are_flagged(tmp_path, ml1m_small):
         table.run_row(lstm_row, "paper", str(tmp_path / f"stage1-{n}"), None, data, users, out, {})
     block = table.render(out)["paper"]
     assert "Rows on different Stage-1 weights" in block and all(d in block for d in digests)
+
+
+def test_committed_results_md_shows_the_committed_records():
+    """docs/results.md's DUALRec tables are exactly what ``--render-only`` makes of results/dualrec/: a record
+    re-made without re-rendering, or a table edited by hand, fails here."""
+    from dualrec.llm import table
+
+    doc = (REPO / "docs" / "results.md").read_text()
+    blocks = table.render(REPO / "results" / "dualrec")
+    assert set(blocks) == {"paper", "strict"}
+    for protocol, text in blocks.items():
+        block = f"<!-- dualrec table: {protocol} -->\n{text.rstrip()}\n<!-- end dualrec table: {protocol} -->"
+        assert block in doc, f"docs/results.md's {protocol} table differs from results/dualrec/{protocol}/: re-render it"
