@@ -44,15 +44,40 @@ def test_row_record_renders_into_its_protocol_block_only(tmp_path, ml1m_small):
     assert docs.read_text() == text
 
 
-def test_llm_dtype_is_the_recorded_one_else_the_config_value():
+def test_llm_label_is_the_recorded_model_and_precision_else_the_config_values():
     """A record made since the LLM's identity is kept shows the precision actually used ("auto" resolves per CPU);
     an older record shows what its config said."""
-    from dualrec.llm.table import llm_dtype
+    from dualrec.llm.table import llm_label
 
-    config = {"model": {"backend": {"kind": "hf", "dtype": "auto"}}}
-    assert llm_dtype({"config": config, "llm": {"kind": "hf", "dtype": "float32"}}) == "float32"
-    assert llm_dtype({"config": config}) == "auto"
-    assert llm_dtype({"config": {"model": {}}}) == "?"
+    config = {"model": {"backend": {"kind": "hf", "model_name": "embedded", "dtype": "auto"}}}
+    assert llm_label({"config": config, "llm": {"kind": "hf", "model": "embedded", "dtype": "float32"}}) \
+        == "embedded, float32"
+    assert llm_label({"config": config}) == "embedded, auto"
+    assert llm_label({"config": {"model": {"backend": {"kind": "openai", "model": "deepseek/deepseek-chat"}}}}) \
+        == "deepseek/deepseek-chat"
+    assert llm_label({"config": {"model": {}}}) == "?"
+
+
+def test_set_overrides_reach_every_llm_row_not_stage1(tmp_path, ml1m_small):
+    """``--set`` swaps the LLM of the whole table (the paper's 7B on a GPU); here the embedded GGUF through llama.cpp
+    answers two real users instead of transformers, and the LSTM row is untouched."""
+    from dualrec.llm import table
+    from dualrec.models import build_model
+
+    stage1 = build_model("mostpop", {})
+    stage1.fit(ml1m_small.sequences(), ml1m_small.catalog)
+    stage1.save(tmp_path / "stage1")
+    out = tmp_path / "results"
+    table.main(["--protocol", "paper", "--stage1", str(tmp_path / "stage1"), "--rows", "lstm,llm-only",
+                "--max-users", "lstm=2", "--max-users", "llm-only=2", "--data-dir", str(ML1M_DIR.parent),
+                "--ratings", str(ML1M_RATINGS), "--out", str(out),
+                "--set", "model.backend={kind: llama_cpp, n_threads: 1}", "--set", "model.max_new_tokens=16",
+                "--set", "model.cache=false"])
+    llm = json.loads((out / "paper" / "llm-only@2.json").read_text())
+    assert llm["config"]["model"]["backend"]["kind"] == "llama_cpp" and llm["config"]["model"]["max_new_tokens"] == 16
+    assert llm["llm"]["kind"] == "llama_cpp" and llm["counts"]["users"] == 2
+    assert "max_new_tokens" not in json.loads((out / "paper" / "lstm@2.json").read_text())["config"]["model"]
+    assert f"| {llm['label']} | {table.llm_label(llm)} |" in table.render(out)["paper"]
 
 
 def test_rows_on_other_stage1_weights_are_flagged(tmp_path, ml1m_small):

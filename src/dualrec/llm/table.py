@@ -4,6 +4,12 @@
         --adapter models/lora-embedded-paper --data-dir ../shared/data \
         --ratings ../shared/data/ml-1m-ratings-head/ratings.dat [--rows dualrec,dualrec-sbert] [--max-users lora=100]
 
+The same table with another LLM (the paper's Mistral-7B on a GPU), into its own folder:
+
+    python -m dualrec.llm.table --protocol paper --stage1 runs/lstm-paper/model --adapter models/lora-mistral7b \
+        --set model.backend.model_name=mistralai/Mistral-7B-Instruct-v0.3 --set model.backend.device=cuda \
+        --out results/dualrec-mistral7b ...
+
 Every row is one ``ExperimentConfig`` (a configs/dualrec*.yaml plus overrides) scored by the one evaluator; its
 result record (metrics, counts, per-stage timings, config, data fingerprint; about 2 kB, no MovieLens rows) goes to
 ``results/dualrec/<protocol>/<row>.json``, which is committed, and each protocol's tables are rendered from all
@@ -49,7 +55,9 @@ ROWS = (
 
 
 def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dict, max_users: int | None,
-            out_dir: Path, prepared_cache: dict) -> dict:
+            out_dir: Path, prepared_cache: dict, llm_overrides: tuple[str, ...] = ()) -> dict:
+    """Score one row and write its record. ``llm_overrides`` (``KEY=VALUE``, as ``dualrec evaluate --set``) apply to
+    every row that has an LLM, e.g. another base model for the whole table; the LSTM row ignores them."""
     from dualrec import experiment as ex
     from dualrec.config import ExperimentConfig
     from dualrec.models import Recommender
@@ -64,7 +72,7 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
     if row.config is None:
         cfg = ExperimentConfig.load("configs/lstm.yaml", [o for o in overrides if not o.startswith("model.")])
     else:
-        cfg = ExperimentConfig.load(row.config, overrides)
+        cfg = ExperimentConfig.load(row.config, overrides + list(llm_overrides))
     key = (protocol, json.dumps(data, sort_keys=True))
     if key not in prepared_cache:
         prepared_cache[key] = ex.prepare(cfg)
@@ -160,12 +168,12 @@ def render(out_dir: Path) -> dict[str, str]:
             stages = {k[6:-11]: v for k, v in r["timings"].items() if k.startswith("stage_")}
             c = r["counts"]
             if "fallbacks" in c:
-                stage_lines.append(f"| {r['label']} | {llm_dtype(r)} | {c['fallbacks']} | {c['generated_titles']} | "
+                stage_lines.append(f"| {r['label']} | {llm_label(r)} | {c['fallbacks']} | {c['generated_titles']} | "
                                    f"{c['ungrounded_titles']} | " + " | ".join(
                                        f"{stages.get(s, 0.0):.3f}" for s in ("lstm", "prompt", "llm", "parse",
                                                                              "rerank")) + " |")
         if stage_lines:
-            parts.append("\n| row | LLM dtype | fallbacks | titles generated | ungrounded | lstm s/user | prompt | "
+            parts.append("\n| row | LLM | fallbacks | titles generated | ungrounded | lstm s/user | prompt | "
                          "llm | parse | rerank |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
                          + "\n".join(stage_lines) + "\n")
         answered = [r for r in recs if (r.get("answered") or {}).get("users")]
@@ -180,12 +188,14 @@ def render(out_dir: Path) -> dict[str, str]:
     return blocks
 
 
-def llm_dtype(record: dict) -> str:
-    """The precision the row's LLM ran in: recorded since the "auto" dtype resolves per machine; older records
-    give their config's value."""
-    if record.get("llm"):
-        return record["llm"]["dtype"]
-    return str(record["config"]["model"].get("backend", {}).get("dtype", "?"))
+def llm_label(record: dict) -> str:
+    """The LLM that answered and the precision it ran in: recorded since "auto" resolves per machine; older records
+    give their config's values."""
+    llm = record.get("llm") or {}
+    backend = record["config"]["model"].get("backend", {})
+    model = llm.get("model") or backend.get("model_name") or backend.get("model") or "?"
+    dtype = llm.get("dtype") or backend.get("dtype")
+    return f"{model}, {dtype}" if dtype else str(model)
 
 
 def write_docs(blocks: dict[str, str], docs: Path = Path("docs/results.md")) -> None:
@@ -212,6 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--adapter", help="peft adapter for the LoRA rows")
     ap.add_argument("--rows", help="comma-separated row keys (default: all for the protocol)")
     ap.add_argument("--max-users", action="append", default=[], help="ROW=N: score the first N test users only")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every LLM row, e.g. model.backend.model_name=mistralai/"
+                         "Mistral-7B-Instruct-v0.3 (then give --out a folder of its own)")
     ap.add_argument("--data-dir")
     ap.add_argument("--ratings")
     ap.add_argument("--out", default="results/dualrec")
@@ -234,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             run_row(row, args.protocol, args.stage1, args.adapter, {"data_dir": args.data_dir,
                                                                      "ratings": args.ratings},
-                    limits.get(row.key), out_dir, cache)
+                    limits.get(row.key), out_dir, cache, tuple(args.set))
     blocks = {p: text for p, text in render(out_dir).items() if args.protocol in (None, p)}
     print("\n".join(blocks.values()))
     if args.docs:
