@@ -198,15 +198,26 @@ def llm_label(record: dict) -> str:
     return f"{model}, {dtype}" if dtype else str(model)
 
 
+def docs_markers(protocol: str) -> tuple[str, str]:
+    """The comments that enclose a protocol's tables in results.md."""
+    return f"<!-- dualrec table: {protocol} -->", f"<!-- end dualrec table: {protocol} -->"
+
+
+def docs_block(protocol: str, text: str) -> str:
+    """A protocol's rendered tables between its markers, as ``write_docs`` puts them in results.md."""
+    begin, end = docs_markers(protocol)
+    return f"{begin}\n{text.rstrip()}\n{end}"
+
+
 def write_docs(blocks: dict[str, str], docs: Path = Path("docs/results.md")) -> None:
     """Replace each rendered protocol's tables, between its ``<!-- dualrec table: PROTOCOL -->`` markers inside the
     dualrec section (added before the section's end the first time); the other protocol's tables and the
     hand-written text stay. So one protocol can be re-run and re-rendered without the other's records."""
     doc = docs.read_text()
     for protocol, text in blocks.items():
-        begin, end = f"<!-- dualrec table: {protocol} -->", f"<!-- end dualrec table: {protocol} -->"
+        begin, end = docs_markers(protocol)
+        block = docs_block(protocol, text)
         section_end = doc.index("<!-- end: dualrec -->", doc.index("<!-- section: dualrec"))
-        block = f"{begin}\n{text.rstrip()}\n{end}"
         if begin in doc:
             doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
         else:
