@@ -185,7 +185,7 @@ def test_dualrec_falls_back_per_user_and_counts_hallucinations(ml1m_small, scrip
     cat = ml1m_small.catalog
     split = make_split(ml1m_small.sequences(), "paper")
     cases = split.test.head(6)
-    model = build_model("dualrec", {"stage1": "mostpop", "rerank": False, "cache": False})
+    model = build_model("dualrec", {"stage1": "mostpop", "rerank": False, "cache": False, "fallback": "stage1"})
     model.fit(split.train, cat)
     s1 = model.stage1.recommend(cases.histories, 5)  # what the pipeline asks Stage 1 for at k=5
     prompts = [PromptBuilder(cat).prompt(h, r[0]) for h, r in zip(cases.histories, s1.items)]
@@ -223,6 +223,16 @@ def test_dualrec_falls_back_per_user_and_counts_hallucinations(ml1m_small, scrip
     assert answered["users"] == 2 and answered["llm"]["HR@1"] == pytest.approx(0.5)   # user 0 hits, user 4 misses
     assert answered["stage1"]["HR@1"] == pytest.approx(np.mean([float(s1.items[i][0] in cases.targets[i])
                                                                 for i in (0, 4)]))
+    assert res.counts["llm_answered"] == 2 and res.metrics["coverage"] == pytest.approx(2 / 6)
+
+    # without the fallback (an "LLM" row): the four unanswered users get empty lists, no Stage-1 item; misses
+    model.config.fallback = "none"
+    srv.requests.clear()
+    alone = evaluate(model, cases, cat, ks=(1, 5), progress=False)
+    assert [e["answered"] for e in alone.recommendations.extras] == [True, False, False, False, True, False]
+    assert [len(r) for r in alone.recommendations.items] == [1, 0, 0, 0, 1, 0]
+    assert alone.counts["fallbacks"] == 0 and alone.counts["empty_lists"] == 4
+    assert alone.metrics["HR@1"] == pytest.approx(1 / 6) and alone.metrics["coverage"] == pytest.approx(2 / 6)
 
 
 # ---- a real OpenAI-compatible server: llama-cpp-python's, on the embedded model ---------------------------------

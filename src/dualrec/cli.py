@@ -311,17 +311,23 @@ def finetune(stage1: Path = typer.Option(..., help="Stage-1 run folder from `dua
              device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
              lora: Optional[list[str]] = typer.Option(None, "--lora", help="Any other FinetuneConfig option, "
                                                                          "KEY=VALUE (e.g. --lora r=16)."),
+             task: str = typer.Option("generate", help="generate: the paper's instruction data (answer titles); "
+                                                       "rank: the verbalizer ranker over Stage 1's top 20 "
+                                                       "(dualrec.llm.ranker)."),
+             positions: int = typer.Option(2, help="--task rank: last training prefixes per user to try."),
              data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt):
-    """LoRA-tune an LLM on DUALRec's instruction data (training users of the Stage-1 run); saves a peft adapter.
+    """LoRA-tune an LLM on training users of the Stage-1 run; saves a peft adapter.
 
     Examples: dualrec finetune --stage1 runs/lstm-paper --max-users 200 --epochs 1 --out models/lora-embedded;
+    the ranker: dualrec finetune --task rank --stage1 runs/lstm-strict --epochs 1 --out models/ranker-strict;
     on a GPU: dualrec finetune --stage1 runs/lstm-paper --base-model mistralai/Mistral-7B-Instruct-v0.3
     --dtype float16 --device cuda --lora gradient_checkpointing=true --out models/lora-mistral7b
     """
     import yaml
 
     from dualrec import experiment as ex
-    from dualrec.llm.finetune import FinetuneConfig, build_records, finetune as run_finetune, write_jsonl
+    from dualrec.llm.finetune import AnswerTask, FinetuneConfig, build_records, finetune as run_finetune, write_jsonl
+    from dualrec.llm.ranker import RankerTask, ranker_examples
 
     cfg, stage1_model = ex.load_run(stage1, data_dir, ratings)
     options = {"base_model": base_model, "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum,
@@ -337,15 +343,62 @@ def finetune(stage1: Path = typer.Option(..., help="Stage-1 run folder from `dua
         prepared = ex.prepare(cfg)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    records, counts = build_records(stage1_model, prepared.split.train, prepared.dataset.catalog,
-                                    max_users=max_users, seed=cfg.seed)
-    write_jsonl(records, out / "train.jsonl")
-    typer.echo(f"{len(records)} instruction records from protocol {cfg.evaluation.protocol!r} training users "
+    if task == "rank":
+        examples, counts = ranker_examples(stage1_model, prepared.split.train, prepared.dataset.catalog,
+                                           positions=positions, max_users=max_users, seed=cfg.seed)
+        write_jsonl([vars(e) for e in examples], out / "train.jsonl")
+        objective = RankerTask(examples)
+    elif task == "generate":
+        examples, counts = build_records(stage1_model, prepared.split.train, prepared.dataset.catalog,
+                                         max_users=max_users, seed=cfg.seed)
+        write_jsonl(examples, out / "train.jsonl")
+        objective = AnswerTask(examples)
+    else:
+        _fail(f"--task must be generate or rank, got {task!r}")
+    (out / "examples.json").write_text(json.dumps({"task": task, "protocol": cfg.evaluation.protocol,
+                                                   "stage1": str(stage1), **counts}, indent=1))
+    typer.echo(f"{len(examples)} {task} examples from protocol {cfg.evaluation.protocol!r} training users "
                f"({counts}); wrote {out / 'train.jsonl'}")
-    run_finetune(records, ft_cfg, out)
+    run_finetune(objective, ft_cfg, out)
     report = json.loads((out / "finetune.json").read_text())
     typer.echo(f"saved adapter to {out}: {report['steps']} steps, loss {report['losses'][0]:.3f} -> "
                f"{report['losses'][-1]:.3f}, {report['s_per_step']:.1f} s/step on {report['device']}")
+
+
+@app.command()
+def compare(a: Path = typer.Argument(..., help="Predictions (`dualrec predict`) or a result record of model A."),
+            b: Path = typer.Argument(..., help="The same for model B (the baseline), on the same users."),
+            metrics: str = typer.Option("NDCG@10,HR@10", help="Comma-separated HR@k / NDCG@k."),
+            resamples: int = typer.Option(1000), seed: int = typer.Option(0)):
+    """Paired-bootstrap 95 % interval of metric(A) - metric(B) over the users both files score.
+
+    Example: dualrec compare results/strict/fusion-sbert.json results/strict/lstm.json
+    """
+    import numpy as np
+
+    from dualrec.evaluation.bootstrap import paired_bootstrap
+    from dualrec.evaluation.compare import load_ranks
+
+    try:
+        ra, rb = load_ranks(a), load_ranks(b)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    common = sorted(set(ra) & set(rb))
+    if not common:
+        _fail(f"{a} and {b} share no user")
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    try:
+        ci = paired_bootstrap(np.array([ra[u] for u in common]), np.array([rb[u] for u in common]), names,
+                              resamples, seed=seed)
+    except ValueError as exc:
+        _fail(str(exc))
+    only = len(set(ra) ^ set(rb))
+    typer.echo(f"{len(common)} users in both" + (f" ({only} in one file only, left out)" if only else "")
+               + f"; {resamples} paired resamples")
+    for m in names:
+        lo, hi = ci[f"delta_{m}"]
+        verdict = "A better" if lo > 0 else "B better" if hi < 0 else "no difference shown"
+        typer.echo(f"delta {m} (A - B): {ci['delta'][m]:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}]: {verdict}")
 
 
 if __name__ == "__main__":

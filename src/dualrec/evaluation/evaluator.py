@@ -71,6 +71,10 @@ def evaluate(model: Recommender, cases: EvalCases, catalog: Catalog, ks: Sequenc
         counts.update(generated_titles=generated, ungrounded_titles=ungrounded,
                       fallbacks=sum(int(e.get("fallback", False)) for e in recs.extras))
         metrics["hallucination_rate"] = ungrounded / generated if generated else 0.0
+        answered = [bool(e["answered"]) for e in recs.extras if "answered" in e]
+        if answered:   # coverage: the share of users the LLM answered with at least one real item
+            counts["llm_answered"] = int(sum(answered))
+            metrics["coverage"] = sum(answered) / max(n, 1)
     timings = {"total_s": seconds, "s_per_user": seconds / max(n, 1),
                **{f"stage_{k}_s_per_user": v / max(n, 1) for k, v in recs.timings.items()}}
     return EvalResult(metrics, counts, timings, recs, cases)

@@ -124,10 +124,10 @@ class ConstrainedGenerator:
         prompt."""
         import torch
 
-        from dualrec.llm.scoring import _parts, log_normaliser, prompt_pass, target_logits
+        from dualrec.llm.scoring import model_parts, log_normaliser, prompt_pass, target_logits
         from dualrec.llm.shared_prefix import SharedPrefix, attending
 
-        decoder = _parts(self.model)[0]
+        decoder = model_parts(self.model)[0]
         eos, pad = self.tok.eos_token_id, self.tok.pad_token_id
         enc = self.tok(prompts, return_tensors="pt", padding=True).to(self.model.device)
         B = len(prompts)

@@ -34,6 +34,7 @@ import numpy as np
 
 from dualrec.data.catalog import Catalog
 from dualrec.data.dataset import Sequences
+from dualrec.llm.scoring import answer_logprobs
 
 
 @dataclass
@@ -43,6 +44,8 @@ class FinetuneConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    layers_to_transform: list[int] | None = None   # peft's option: LoRA on these decoder layers only (None: all);
+                                                  # backward then stops at the lowest of them
     epochs: int = 3
     batch_size: int = 2
     grad_accum: int = 4
@@ -132,41 +135,69 @@ def tokenize_records(records: Sequence[dict], tokenizer, max_length: int) -> lis
     return out
 
 
-def _batch(examples, pad_id: int):
-    import torch
+class AnswerTask:
+    """The paper's LoRA objective, for :func:`finetune`: the mean negative log-likelihood of the answer tokens of
+    instruction records (the prompt is context, not a target). One unit per answer token."""
 
-    T = max(len(ids) for ids, _ in examples)
-    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), T), dtype=torch.long)
-    answer = torch.zeros((len(examples), T), dtype=torch.bool)
-    for i, (x, p) in enumerate(examples):
-        ids[i, :len(x)] = torch.tensor(x)
-        mask[i, :len(x)] = 1
-        answer[i, p:len(x)] = True
-    return ids, mask, answer
+    def __init__(self, records: Sequence[dict]):
+        if not records:
+            raise ValueError("finetune: no training records")
+        self.records = list(records)
+        self.examples: list[tuple[list[int], int]] = []
+
+    def tokenize(self, tokenizer, max_length: int) -> None:
+        self.examples = tokenize_records(self.records, tokenizer, max_length)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def units(self, j: int) -> int:
+        ids, prompt_len = self.examples[j]
+        return len(ids) - prompt_len
+
+    def tokens(self, j: int) -> int:
+        return len(self.examples[j][0])
+
+    def loss(self, model, batch: Sequence[int], pad_id: int, device):
+        """Summed negative log-likelihood of the batch's answer tokens (differentiable)."""
+        import torch
+
+        examples = [self.examples[j] for j in batch]
+        T = max(len(ids) for ids, _ in examples)
+        ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(examples), T), dtype=torch.long)
+        answer = torch.zeros((len(examples), T), dtype=torch.bool)
+        for i, (x, p) in enumerate(examples):
+            ids[i, :len(x)] = torch.tensor(x)
+            mask[i, :len(x)] = 1
+            answer[i, p:len(x)] = True
+        lp, _ = answer_logprobs(model, ids.to(device), mask.to(device), answer.to(device))
+        return -lp.sum()
 
 
 # ---- training ----------------------------------------------------------------------------------------------------
 
-def finetune(records: Sequence[dict], config: FinetuneConfig | dict | None, out_dir: str | Path) -> Path:
-    """LoRA-tune ``config.base_model`` on ``records``; save the peft adapter (safetensors) in ``out_dir``.
+def finetune(task, config: FinetuneConfig | dict | None, out_dir: str | Path) -> Path:
+    """LoRA-tune ``config.base_model`` on ``task``; save the peft adapter (safetensors) in ``out_dir``.
 
-    ``out_dir`` also gets ``finetune.json`` (config, sizes, per-step loss, timings) and, while running,
-    ``checkpoint/`` to resume from."""
+    ``task`` is the objective with its examples: a list of instruction records (the paper's answer-token loss,
+    :class:`AnswerTask`) or any object with ``tokenize(tokenizer, max_length)``, ``len()``, ``units(j)`` (what the
+    loss is a mean over), ``tokens(j)`` and ``loss(model, batch, pad_id, device)`` (a sum over the batch), such as
+    the verbalizer ranker's :class:`dualrec.llm.ranker.RankerTask`. ``out_dir`` also gets ``finetune.json``
+    (config, sizes, per-step loss, timings) and, while running, ``checkpoint/`` to resume from."""
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file
     from tqdm.auto import tqdm
 
     from dualrec.llm.hf import load_causal_lm, resolve_dtype
-    from dualrec.llm.scoring import answer_logprobs
     from dualrec.utils import pick_device, seed_everything
 
     c = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not records:
-        raise ValueError("finetune: no training records")
+    if isinstance(task, (list, tuple)):
+        task = AnswerTask(task)
     seed_everything(c.seed)
     device = pick_device(c.device)
     if device == "cpu":
@@ -181,10 +212,11 @@ def finetune(records: Sequence[dict], config: FinetuneConfig | dict | None, out_
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     model = get_peft_model(model, LoraConfig(r=c.r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
-                                             target_modules=list(c.target_modules), task_type="CAUSAL_LM"))
+                                             target_modules=list(c.target_modules), task_type="CAUSAL_LM",
+                                             layers_to_transform=c.layers_to_transform))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    examples = tokenize_records(records, tok, c.max_length)
-    per_epoch = math.ceil(len(examples) / (c.batch_size * c.grad_accum))
+    task.tokenize(tok, c.max_length)
+    per_epoch = math.ceil(len(task) / (c.batch_size * c.grad_accum))
     total_steps = per_epoch * c.epochs if c.max_steps is None else min(c.max_steps, per_epoch * c.epochs)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=c.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / max(total_steps, 1)))
@@ -210,7 +242,7 @@ def finetune(records: Sequence[dict], config: FinetuneConfig | dict | None, out_
     tokens_seen = 0
     done = step
     for epoch in range(c.epochs):
-        order = np.random.default_rng(c.seed + epoch).permutation(len(examples))
+        order = np.random.default_rng(c.seed + epoch).permutation(len(task))
         batches = [order[i:i + micro] for i in range(0, len(order), micro)]
         for s in range(per_epoch):
             global_step = epoch * per_epoch + s
@@ -219,16 +251,14 @@ def finetune(records: Sequence[dict], config: FinetuneConfig | dict | None, out_
             if step >= total_steps:
                 break
             window = batches[s * c.grad_accum:(s + 1) * c.grad_accum]
-            n_answer = sum(len(examples[j][0]) - examples[j][1] for b in window for j in b)
+            n_units = sum(task.units(j) for b in window for j in b)
             step_loss = 0.0
             for b in window:
-                ids, mask, answer = (t.to(device) for t in _batch([examples[j] for j in b], tok.pad_token_id))
                 with autocast:
-                    lp, _ = answer_logprobs(model, ids, mask, answer)
-                loss = -lp.sum() / max(n_answer, 1)   # mean over the answer tokens of the whole accumulation window
+                    loss = task.loss(model, b, tok.pad_token_id, device) / max(n_units, 1)   # mean over the window
                 (scaler.scale(loss) if scaler else loss).backward()
                 step_loss += loss.item()
-                tokens_seen += int(mask.sum())
+                tokens_seen += sum(task.tokens(j) for j in b)
             if scaler:
                 scaler.step(opt)
                 scaler.update()
@@ -248,7 +278,8 @@ def finetune(records: Sequence[dict], config: FinetuneConfig | dict | None, out_
     bar.close()
     train_s = time.perf_counter() - train_start
     model.save_pretrained(out_dir)
-    report = {"config": asdict(c), "records": len(records), "steps": step, "total_steps": total_steps,
+    report = {"config": asdict(c), "task": type(task).__name__, "records": len(task), "steps": step,
+              "total_steps": total_steps,
               "trainable_parameters": trainable, "losses": losses, "load_s": load_s, "train_s": train_s,
               "s_per_step": train_s / max(step - done, 1), "tokens": tokens_seen, "device": device,
               "dtype": str(dtype)}

@@ -93,3 +93,18 @@ class SBERTReranker:
         sims = self.similarity(catalog, items, reference_items)
         order = np.argsort(-sims, kind="stable")
         return items[order], sims[order]
+
+    def history_similarity(self, catalog: Catalog, histories: Sequence[np.ndarray], candidates: np.ndarray,
+                           n_recent: int = 5) -> np.ndarray:
+        """``[N, K]``: mean cosine of each user's candidates to their ``n_recent`` latest titles (the paper's
+        Stage-3 signal, with the user's recent movies as the reference instead of one title); 0 for an empty
+        history. Catalog rows and embeddings throughout: no encoder call per user."""
+        emb = self.catalog_embeddings(catalog)
+        candidates = np.asarray(candidates, np.int64)
+        out = np.zeros(candidates.shape, np.float32)
+        for u, h in enumerate(histories):
+            recent = np.asarray(h, np.int64)[-n_recent:]
+            recent = recent[catalog.has(recent)]
+            if len(recent) and candidates.shape[1]:
+                out[u] = (emb[catalog.rows(candidates[u])] @ emb[catalog.rows(recent)].T).mean(axis=1)
+        return out

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 
-def _parts(model):
+def model_parts(model):
     """(decoder, lm_head, final_logit_softcapping) of a causal LM, through a peft wrapper if there is one."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
@@ -36,7 +36,7 @@ def log_normaliser(model, hidden, chunk: int = 16384):
     import torch
     import torch.nn.functional as F
 
-    _, head, cap = _parts(model)
+    _, head, cap = model_parts(model)
     hidden = hidden.contiguous()
     parts = []
     for lo in range(0, head.weight.shape[0], chunk):
@@ -51,7 +51,7 @@ def target_logits(model, hidden, targets):
     ``[M, H]``; soft-capped like the model's."""
     import torch
 
-    _, head, cap = _parts(model)
+    _, head, cap = model_parts(model)
     z = (hidden.float() * head.weight[targets].float()).sum(-1)
     if head.bias is not None:
         z = z + head.bias[targets].float()
@@ -67,7 +67,7 @@ def token_logprobs(model, hidden, targets):
 def answer_logprobs(model, input_ids, attention_mask, answer_mask):
     """Per-token ``log p`` of every position flagged in ``answer_mask`` (``[B, T]`` bool, the answer tokens) given
     all tokens before it, in one decoder pass. Returns ``(logprobs [M], row index [M])``; differentiable."""
-    decoder, _, _ = _parts(model)
+    decoder, _, _ = model_parts(model)
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     predict = answer_mask[:, 1:]                       # position t predicts token t+1
     rows = predict.nonzero(as_tuple=True)
@@ -80,7 +80,7 @@ def prompt_pass(model, input_ids, attention_mask):
     """The decoder over a batch of left-padded prompts, with their KV cache (``.cache``) and hidden states
     (``.last_hidden_state``); no LM head (at 262k tokens it would cost more than the decoder). Positions count real
     tokens only, as ``generate`` numbers them, so a continuation from this cache matches one from the prompts."""
-    decoder, _, _ = _parts(model)
+    decoder, _, _ = model_parts(model)
     positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     return decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True)
 
@@ -113,7 +113,7 @@ def score_candidate_lists(model, tokenizer, prompts: Sequence[str], candidates: 
     users = [u for u, c in enumerate(candidates) if len(c)]
     if not users:
         return out
-    decoder, _, _ = _parts(model)
+    decoder, _, _ = model_parts(model)
     device = next(model.parameters()).device
     enc = tokenizer([prompts[u] for u in users], return_tensors="pt", padding=True).to(device)
     cand = [tokenizer(list(candidates[u]), add_special_tokens=False).input_ids for u in users]

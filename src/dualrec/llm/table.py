@@ -133,7 +133,7 @@ def answered_vs_stage1(model, result, ks) -> dict | None:
     extras = result.recommendations.extras
     if not extras or getattr(model, "stage1", None) is None:
         return None
-    idx = np.flatnonzero([not e.get("fallback", False) for e in extras])
+    idx = np.flatnonzero([e.get("answered", not e.get("fallback", False)) for e in extras])
     if not len(idx):
         return {"users": 0}
     targets = [result.cases.targets[i] for i in idx]

@@ -12,7 +12,8 @@ MODELS: dict[str, str] = {
     "mostpop": "dualrec.models.mostpop:MostPop",
     "lstm": "dualrec.models.lstm:MultimodalLSTM",
     "dualrec": "dualrec.models.dualrec:DualRec",
-    "duip": "dualrec.models.duip:DUIP",  # issue 5: LSTM state as a soft prompt for a causal LM
+    "duip": "dualrec.models.duip:DUIP",  # LSTM state as a soft prompt for a causal LM
+    "fusion": "dualrec.models.fusion:FusionRanker",  # Stage-1 candidates re-scored by LLM signals, fused
     # the paper-table baselines (issue 4)
     "sknn": "dualrec.models.sknn:SKNN",
     "fpmc": "dualrec.models.fpmc:FPMC",

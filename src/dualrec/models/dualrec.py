@@ -17,8 +17,10 @@ Per batch of histories:
 * ``constrained`` (beyond the paper): beam search restricted to catalog titles, ``k`` distinct real items;
 * ``score`` (beyond the paper): the LLM re-orders Stage 1's top ``n_candidates`` by ``log p(title | prompt)``.
 
-Fallback: when the LLM fails for a user (server down, timeout, 429 after retries, empty or garbage output that grounds
-to no new item), that user gets the Stage-1 ranking, ``extras["fallback"] = True``, and the batch goes on.
+Unanswered users: when the LLM fails for a user (server down, timeout, 429 after retries, empty or garbage output
+that grounds to no new item), ``extras["answered"]`` is False and the batch goes on. With ``fallback="none"`` (the
+default, what an "LLM" row measures) that user's list is empty: a miss. ``fallback="stage1"`` gives them the Stage-1
+ranking instead (``extras["fallback"] = True``), which the service wants and a results row must name in its label.
 
 Design choices where the paper is silent: the final list is the LLM's grounded items only (so HR@k stops growing
 after ``n_recommend``, the paper's open question 1); ``fill_with_stage1=True`` appends the Stage-1 ranking after
@@ -42,6 +44,7 @@ import numpy as np
 from dualrec.models.base import ModelConfig, Recommendations, Recommender
 
 MODES = ("generate", "constrained", "score")
+FALLBACKS = ("none", "stage1")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class DualRecConfig(ModelConfig):
     rerank: bool = True                # SBERT re-ranking (Stage 3)
     leaky_rerank: bool = False         # the authors' code: targets in the reference list (see leak_targets)
     fill_with_stage1: bool = False     # append Stage 1's ranking after the LLM's items
+    fallback: str = "none"             # none: an unanswered user gets an empty list; stage1: Stage 1's ranking
     n_candidates: int = 20             # mode=score: Stage-1 candidates the LLM re-orders
     score_batch: int = 8               # mode=score: users whose prompts and candidates share one pass
     min_ground_score: float = 80.0     # Catalog.ground threshold (0..100)
@@ -76,6 +80,8 @@ class DualRec(Recommender):
         c: DualRecConfig = self.config
         if c.mode not in MODES:
             raise ValueError(f"dualrec: mode must be one of {MODES}, got {c.mode!r}")
+        if c.fallback not in FALLBACKS:
+            raise ValueError(f"dualrec: fallback must be one of {FALLBACKS}, got {c.fallback!r}")
         self.stage1: Recommender | None = None
         self._backend = None
         self._reranker = None
@@ -237,11 +243,12 @@ class DualRec(Recommender):
         items_out, scores_out = [], []
         for i, h in enumerate(histories):
             res = results[i]
-            fallback = res is None or len(res[0]) == 0
-            extras[i]["fallback"] = fallback
-            if fallback:
-                items_out.append(s1.items[i][:k])
-                scores_out.append(s1.scores[i][:k])
+            answered = res is not None and len(res[0]) > 0
+            extras[i]["answered"] = answered
+            extras[i]["fallback"] = not answered and c.fallback == "stage1"
+            if not answered:
+                items_out.append(s1.items[i][:k] if extras[i]["fallback"] else np.zeros(0, np.int64))
+                scores_out.append(s1.scores[i][:k] if extras[i]["fallback"] else np.zeros(0, np.float32))
                 continue
             items, scores = res
             if c.rerank and c.mode == "generate":

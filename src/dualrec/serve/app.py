@@ -235,10 +235,12 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
                 deadline = time.monotonic() + settings.llm_budget_s
                 ranked = await asyncio.wait_for(batchers["dualrec"].submit(history, k, deadline),
                                                 settings.llm_budget_s)
-                if ranked.extras.get("fallback"):
+                if ranked.extras.get("answered") is False:
                     why = ranked.extras.get("error") or "no usable LLM output"
                     fallback, reason = True, f"DUALRec used its LSTM ranking: {why}"
                     metrics.fallbacks.inc("model")
+                    if not ranked.extras.get("fallback"):   # a model without fallback="stage1" left the list empty
+                        ranked = await batchers["lstm"].submit(history, k)
             except TimeoutError:
                 fallback, reason = True, f"LLM time budget of {settings.llm_budget_s:g}s exceeded; LSTM ranking"
                 metrics.fallbacks.inc("budget")
