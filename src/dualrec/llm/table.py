@@ -27,6 +27,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dualrec.evaluation.bootstrap import paired_bootstrap
+from dualrec.evaluation.metrics import first_hit_ranks
+
 COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@1", "NDCG@5", "NDCG@10", "genre_jaccard", "hallucination_rate")
 
 
@@ -37,20 +40,32 @@ class Row:
     config: str | None                       # None: Stage 1 alone
     overrides: dict = field(default_factory=dict)
     protocols: tuple[str, ...] = ("strict", "paper")
+    adapter: bool = False                    # the row uses --adapter (and is skipped without one)
 
 
+FALLBACK = " + Stage-1 fallback for unanswered users"
 ROWS = (
     Row("lstm", "LSTM alone (Stage 1)", None),
-    Row("llm-only", "LLM alone, zero-shot (no LSTM hint)", "configs/dualrec-llm-only.yaml", {"model.rerank": False}),
-    Row("llm-only-sbert", "LLM alone, zero-shot + SBERT re-rank", "configs/dualrec-llm-only.yaml"),
-    Row("dualrec", "DUALRec zero-shot", "configs/dualrec.yaml", {"model.rerank": False}),
-    Row("dualrec-sbert", "DUALRec zero-shot + SBERT re-rank", "configs/dualrec.yaml"),
-    Row("lora", "DUALRec + LoRA", "configs/dualrec-lora.yaml", {"model.rerank": False}),
-    Row("lora-sbert", "DUALRec + LoRA + SBERT re-rank", "configs/dualrec-lora.yaml"),
+    Row("llm-only", "LLM alone prompt, zero-shot (no LSTM hint)" + FALLBACK, "configs/dualrec-llm-only.yaml",
+        {"model.rerank": False}),
+    Row("llm-only-sbert", "LLM alone prompt, zero-shot + SBERT re-rank" + FALLBACK, "configs/dualrec-llm-only.yaml"),
+    Row("dualrec", "DUALRec zero-shot" + FALLBACK, "configs/dualrec.yaml", {"model.rerank": False}),
+    Row("dualrec-sbert", "DUALRec zero-shot + SBERT re-rank" + FALLBACK, "configs/dualrec.yaml"),
+    Row("lora", "DUALRec + LoRA" + FALLBACK, "configs/dualrec-lora.yaml", {"model.rerank": False}, adapter=True),
+    Row("lora-sbert", "DUALRec + LoRA + SBERT re-rank" + FALLBACK, "configs/dualrec-lora.yaml", adapter=True),
     Row("constrained", "beyond: catalog-constrained beam search (k=10)", "configs/dualrec-constrained.yaml"),
     Row("score", "beyond: LLM scores the LSTM's top-20", "configs/dualrec-score.yaml"),
-    Row("leaky", "DUALRec zero-shot + SBERT, LEAKY re-rank (authors' code: targets in the reference list)",
-        "configs/dualrec.yaml", {"model.leaky_rerank": True}, ("paper",)),
+    Row("leaky", "DUALRec zero-shot + SBERT, LEAKY re-rank (authors' code: targets in the reference list)"
+        + FALLBACK, "configs/dualrec.yaml", {"model.leaky_rerank": True}, ("paper",)),
+    # the ranker over Stage 1's top 20 (models/fusion.py): weights chosen on validation unless fixed
+    Row("dualrec-rank-sbert", "ranker: Stage 1 + SBERT similarity to the recent titles, fused",
+        "configs/dualrec-rank.yaml", {"model.signals": ["sbert"]}),
+    Row("dualrec-rank-zeroshot", "ranker: Stage 1 + zero-shot LLM verbalizer, fused", "configs/dualrec-rank.yaml"),
+    Row("dualrec-rank", "ranker: Stage 1 + LoRA LLM verbalizer, fused", "configs/dualrec-rank.yaml", adapter=True),
+    Row("dualrec-rank-sbert-lora", "ranker: Stage 1 + LoRA LLM verbalizer + SBERT, fused",
+        "configs/dualrec-rank.yaml", {"model.signals": ["llm", "sbert"]}, adapter=True),
+    Row("llm-rank-only", "LoRA LLM verbalizer alone over Stage 1's top 20 (weights fixed: LLM 1, Stage 1 0)",
+        "configs/dualrec-rank.yaml", {"model.weights": {"stage1": 0.0, "llm": 1.0}}, adapter=True),
 )
 
 
@@ -65,7 +80,7 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
     overrides = [f"evaluation.protocol={protocol}", f"model.stage1={stage1}"]
     overrides += [f"data.{k}={v}" for k, v in data.items() if v is not None]
     overrides += [f"{k}={json.dumps(v)}" for k, v in row.overrides.items()]
-    if adapter and row.key.startswith("lora"):
+    if adapter and row.adapter:
         overrides.append(f"model.adapter={adapter}")
     if max_users:
         overrides.append(f"evaluation.max_users={max_users}")
@@ -89,15 +104,26 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
     record = ex.result_record(cfg, model, prepared, result)
     record["answered"] = answered_vs_stage1(model, result, cfg.evaluation.ks)
     if row.config is not None:   # which LLM answered, in which precision (the config may say "auto")
-        record["llm"] = model.backend.identity()
+        record["llm"] = model.llm_identity()
+    ranks = first_hit_ranks(result.recommendations.items, result.cases.targets, max(cfg.evaluation.ks))
+    record["per_user"] = {"users": result.cases.users.tolist(), "ranks": ranks.tolist()}
+    record["s_per_user"] = record["timings"]["s_per_user"]
+    if "coverage" in record["metrics"]:
+        record["coverage"] = record["metrics"]["coverage"]
+    if row.config is not None:   # the paired-bootstrap interval against this row's own Stage 1, same users
+        stage1_ranks = first_hit_ranks(model.stage1.recommend(result.cases.histories, max(cfg.evaluation.ks)).items,
+                                       result.cases.targets, max(cfg.evaluation.ks))
+        record["ci"] = paired_bootstrap(ranks, stage1_ranks, ("NDCG@10", "HR@10"), seed=cfg.seed)
+    if cfg.model_name == "fusion":
+        record["alpha"] = model.config.weights
+        record["selection"] = model.selection
     n_full = len(prepared.split.test)
     scored = record["counts"]["users"]
     record["label"] = row.label + ("" if scored == n_full else f" [{scored} of {n_full} users]")
     record["row"] = row.key
     record["stage1_digest"] = weights_digest(stage1)
     record["wall_s"] = time.perf_counter() - start
-    if hasattr(model, "close"):
-        model.close()
+    model.close()
     # a subset run does not overwrite the full run of the same row (e.g. the LSTM on all users and on the first 64)
     path = out_dir / protocol / (f"{row.key}@{scored}.json" if scored != n_full else f"{row.key}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +182,10 @@ def render(out_dir: Path) -> dict[str, str]:
     for protocol in ("paper", "strict"):
         recs = [json.loads(p.read_text()) for p in sorted((out_dir / protocol).glob("*.json"))]
         recs = sorted(recs, key=lambda r: (order.get(r.get("row"), 99), -r["counts"]["users"]))
+        for r in recs:   # a row's label is the table's current one (records written before a relabelling too)
+            if r.get("row") in order:
+                sample = r["label"][r["label"].index(" ["):] if " [" in r["label"] else ""
+                r["label"] = ROWS[order[r["row"]]].label + sample
         if not recs:
             continue
         parts = [f"**Protocol `{protocol}`** ({recs[0]['protocol_note']}).\n", markdown_table(recs, COLUMNS)]
@@ -184,8 +214,57 @@ def render(out_dir: Path) -> dict[str, str]:
                              f"| {r['label']} | {r['answered']['users']} | " + " | ".join(
                                  f"{r['answered']['llm'][m]:.4f} / {r['answered']['stage1'][m]:.4f}"
                                  for m in ANSWERED) + " |" for r in answered) + "\n")
+        parts += [t for t in (coverage_table(recs), ci_table(recs)) if t]
         blocks[protocol] = "\n".join(parts)
     return blocks
+
+
+OWN = ("HR@1", "HR@5", "HR@10", "NDCG@10")
+
+
+def coverage_table(recs: list[dict]) -> str:
+    """For rows whose unanswered users got the Stage-1 list: what the LLM's own lists score over ALL users, an
+    unanswered user counted as a miss (from the record's answered-user metrics: a metric over the answered users
+    times their share). This is the row an "LLM only" label may carry."""
+    lines = []
+    for r in recs:
+        a, c = r.get("answered") or {}, r["counts"]
+        if not c.get("fallbacks") or not a.get("users"):
+            continue
+        share = a["users"] / c["users"]
+        lines.append(f"| {r['label'].replace(FALLBACK, '')} | {a['users']} of {c['users']} ({share:.3f}) | "
+                     + " | ".join(f"{a['llm'][m] * share:.4f}" if m in a["llm"] else "-" for m in OWN) + " |")
+    if not lines:
+        return ""
+    return ("\nThe LLM's own lists, no fallback: an unanswered user is a miss (coverage = users the LLM answered "
+            "with at least one new catalog item):\n\n| row | coverage | " + " | ".join(OWN) + " |\n|---|---:|"
+            + "---:|" * len(OWN) + "\n" + "\n".join(lines) + "\n")
+
+
+def ci_table(recs: list[dict]) -> str:
+    """Rows with a paired-bootstrap interval against their own Stage 1 (same users, 1,000 resamples)."""
+    lines = []
+    for r in recs:
+        ci = r.get("ci")
+        if not ci:
+            continue
+        cells = []
+        for m in ("NDCG@10", "HR@10"):
+            lo, hi = ci[f"delta_{m}"]
+            mark = " **(> 0)**" if lo > 0 else " (< 0)" if hi < 0 else ""
+            cells.append(f"{r['metrics'][m]:.4f} | {ci['delta'][m]:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}")
+        alpha = r.get("alpha")
+        weights = ", ".join(f"{k} {v:g}" for k, v in alpha.items()) if alpha else "-"
+        chosen = (r.get("selection") or {}).get("chosen_on", "")
+        lines.append(f"| {r['label']} | {ci['n_users']} | " + " | ".join(cells) + f" | {weights}"
+                     + (f" ({chosen})" if chosen else "") + f" | {r.get('coverage', float('nan')):.3f} | "
+                     f"{r['timings']['s_per_user']:.3f} |")
+    if not lines:
+        return ""
+    return ("\nAgainst this table's Stage 1 on the same users: the difference and its paired-bootstrap 95 % interval "
+            "(1,000 resamples; **(> 0)**: the interval excludes 0):\n\n| row | users | NDCG@10 | delta NDCG@10 "
+            "[95 % CI] | HR@10 | delta HR@10 [95 % CI] | weights | coverage | s/user |\n"
+            "|---|---:|---:|---|---:|---|---|---:|---:|\n" + "\n".join(lines) + "\n")
 
 
 def llm_label(record: dict) -> str:
@@ -198,26 +277,26 @@ def llm_label(record: dict) -> str:
     return f"{model}, {dtype}" if dtype else str(model)
 
 
-def docs_markers(protocol: str) -> tuple[str, str]:
-    """The comments that enclose a protocol's tables in results.md."""
-    return f"<!-- dualrec table: {protocol} -->", f"<!-- end dualrec table: {protocol} -->"
+def docs_markers(protocol: str, section: str = "dualrec") -> tuple[str, str]:
+    """The comments that enclose a protocol's tables of one section in results.md."""
+    return f"<!-- {section} table: {protocol} -->", f"<!-- end {section} table: {protocol} -->"
 
 
-def docs_block(protocol: str, text: str) -> str:
+def docs_block(protocol: str, text: str, section: str = "dualrec") -> str:
     """A protocol's rendered tables between its markers, as ``write_docs`` puts them in results.md."""
-    begin, end = docs_markers(protocol)
+    begin, end = docs_markers(protocol, section)
     return f"{begin}\n{text.rstrip()}\n{end}"
 
 
-def write_docs(blocks: dict[str, str], docs: Path = Path("docs/results.md")) -> None:
-    """Replace each rendered protocol's tables, between its ``<!-- dualrec table: PROTOCOL -->`` markers inside the
-    dualrec section (added before the section's end the first time); the other protocol's tables and the
-    hand-written text stay. So one protocol can be re-run and re-rendered without the other's records."""
+def write_docs(blocks: dict[str, str], docs: Path = Path("docs/results.md"), section: str = "dualrec") -> None:
+    """Replace each rendered protocol's tables, between its ``<!-- SECTION table: PROTOCOL -->`` markers inside the
+    section (added before the section's end the first time); the other protocol's tables and the hand-written
+    text stay. So one protocol can be re-run and re-rendered without the other's records."""
     doc = docs.read_text()
     for protocol, text in blocks.items():
-        begin, end = docs_markers(protocol)
-        block = docs_block(protocol, text)
-        section_end = doc.index("<!-- end: dualrec -->", doc.index("<!-- section: dualrec"))
+        begin, end = docs_markers(protocol, section)
+        block = docs_block(protocol, text, section)
+        section_end = doc.index(f"<!-- end: {section} -->", doc.index(f"<!-- section: {section}"))
         if begin in doc:
             doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
         else:
@@ -240,7 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ratings")
     ap.add_argument("--out", default="results/dualrec")
     ap.add_argument("--render-only", action="store_true")
-    ap.add_argument("--docs", help="write the tables into this results.md (between the dualrec markers)")
+    ap.add_argument("--docs", help="write the tables into this results.md (between the section's markers)")
+    ap.add_argument("--section", default="dualrec", help="the results.md section the tables go to: dualrec (the "
+                                                           "records of results/dualrec) or ranker (results)")
     args = ap.parse_args(argv)
     out_dir = Path(args.out)
     if not args.render_only:
@@ -253,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         for row in ROWS:
             if args.protocol not in row.protocols or (wanted is not None and row.key not in wanted):
                 continue
-            if row.key.startswith("lora") and not args.adapter:
+            if row.adapter and not args.adapter:
                 print(f"skip {row.key}: no --adapter")
                 continue
             run_row(row, args.protocol, args.stage1, args.adapter, {"data_dir": args.data_dir,
@@ -262,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     blocks = {p: text for p, text in render(out_dir).items() if args.protocol in (None, p)}
     print("\n".join(blocks.values()))
     if args.docs:
-        write_docs(blocks, Path(args.docs))
+        write_docs(blocks, Path(args.docs), args.section)
 
 
 if __name__ == "__main__":

@@ -105,6 +105,9 @@ class Recommender(ABC):
     def recommend(self, histories: Sequence[np.ndarray], k: int = 10) -> Recommendations:
         """Top-``k`` catalog items per history, best first, never an item of that history."""
 
+    def close(self) -> None:
+        """Release what the model holds outside Python (an LLM server, a loaded model); a no-op for most."""
+
     # ---- persistence: a folder with config.json (+ model.safetensors and whatever a model adds) -------------
 
     def save(self, path: str | Path) -> Path:

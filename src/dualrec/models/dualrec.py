@@ -274,6 +274,10 @@ class DualRec(Recommender):
             self._constrained = ConstrainedGenerator(model, tok, self.catalog)
         return self._constrained
 
+    def llm_identity(self) -> dict:
+        """Which LLM answers, in which precision (resolved: "auto" differs per machine)."""
+        return self.backend.identity()
+
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
