@@ -112,3 +112,27 @@ def test_committed_results_md_shows_the_committed_records():
     for protocol, text in blocks.items():
         assert table.docs_block(protocol, text) in doc, \
             f"docs/results.md's {protocol} table differs from results/dualrec/{protocol}/: re-render it"
+
+
+def test_a_fusion_row_records_its_weights_interval_and_per_user_ranks(tmp_path, ml1m_small):
+    """A real ranker row (Stage 1 + SBERT, weights chosen on validation) through the table command: the record holds
+    what the tables and `dualrec compare` need, and the interval table shows it."""
+    from dualrec.llm import table
+    from dualrec.models import build_model
+
+    stage1 = build_model("mostpop", {})
+    stage1.fit(ml1m_small.sequences(), ml1m_small.catalog)
+    stage1.save(tmp_path / "stage1")
+    row = table.Row("dualrec-rank-sbert", "ranker test row", "configs/dualrec-rank.yaml",
+                    {"model.signals": ["sbert"], "model.max_valid_users": 50, "model.grid_step": 0.5})
+    record = table.run_row(row, "strict", str(tmp_path / "stage1"), None,
+                           {"data_dir": str(ML1M_DIR.parent), "ratings": str(ML1M_RATINGS)}, 60, tmp_path, {})
+    assert record["coverage"] == 1.0 and set(record["alpha"]) == {"stage1", "sbert"}
+    assert [g["weights"]["stage1"] for g in record["selection"]["grid"]] == [0.0, 0.5, 1.0]
+    assert len(record["per_user"]["ranks"]) == 60 and record["ci"]["n_users"] == 60
+    ranks = np.array(record["per_user"]["ranks"])
+    assert record["metrics"]["HR@10"] == np.mean((ranks >= 0) & (ranks < 10))
+    lo, hi = record["ci"]["delta_NDCG@10"]
+    assert lo <= record["ci"]["delta"]["NDCG@10"] <= hi
+    text = table.ci_table([record])
+    assert "| ranker test row [60 of 2999 users] | 60 | " in text and f"stage1 {record['alpha']['stage1']:g}" in text

@@ -241,7 +241,7 @@ class FusionRanker(Recommender):
             tail = fused[u].min() - 1.0 - np.arange(len(rest))
             scores.append(np.concatenate([fused[u][order[u]], tail]).astype(np.float32)[:k])
         timings["fuse"] = time.perf_counter() - t
-        return Recommendations(items, scores, [{"fallback": False} for _ in histories], timings)
+        return Recommendations(items, scores, [{"answered": True, "fallback": False} for _ in histories], timings)
 
     # ---- persistence -------------------------------------------------------------------------------------------
 
