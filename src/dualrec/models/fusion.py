@@ -33,6 +33,11 @@ import numpy as np
 
 from dualrec.evaluation.metrics import first_hit_ranks, ranking_metrics
 from dualrec.evaluation.protocols import EvalCases
+from dualrec.llm.backends import HFBackend
+from dualrec.llm.cache import ResponseCache
+from dualrec.llm.hf import cache_root
+from dualrec.llm.ranker import VerbalizerRanker
+from dualrec.llm.rerank import SBERTReranker
 from dualrec.models.base import ModelConfig, Recommendations, Recommender
 
 SIGNALS = ("llm", "sbert")
@@ -72,11 +77,6 @@ class LLMRankSignal:
     @property
     def ranker(self):
         if self._ranker is None:
-            from dualrec.llm.backends import HFBackend
-            from dualrec.llm.cache import ResponseCache
-            from dualrec.llm.hf import cache_root
-            from dualrec.llm.ranker import VerbalizerRanker
-
             c = self.config
             spec = {k: v for k, v in c.backend.items() if k in ("model_name", "dtype", "device", "n_threads")}
             self._backend = HFBackend(adapter=c.adapter, **spec)
@@ -96,8 +96,6 @@ class LLMRankSignal:
 
 class SBERTSignal:
     def __init__(self, catalog):
-        from dualrec.llm.rerank import SBERTReranker
-
         self.catalog, self.reranker = catalog, SBERTReranker()
 
     def scores(self, histories, candidates):
