@@ -9,8 +9,8 @@ S1=${STAGE1:-runs/lstm-strict}
 VALID=${VALID:-300} TEST=${TEST:-600}
 PY=${PY:-.venv/bin/python}
 T="$PY -m dualrec.llm.table --protocol strict --stage1 $S1/model --out results $D"
-$T --rows lstm,dualrec-rank-sbert
-$PY -m dualrec.cli finetune --task rank --stage1 "$S1" $D --max-users "${RANK_USERS:-600}" --epochs 1 \
+[ -f results/strict/dualrec-rank-sbert.json ] || $T --rows lstm,dualrec-rank-sbert
+$PY -m dualrec.cli finetune --task rank --stage1 "$S1" $D --max-users "${RANK_USERS:-2000}" --epochs 1 \
     --batch-size 4 --grad-accum 2 --lr 5e-4 --lora 'layers_to_transform=[12,13,14,15,16,17]' --lora save_every=5 \
     --out models/ranker-strict
 $T --rows dualrec-rank,dualrec-rank-sbert-lora,llm-rank-only --adapter models/ranker-strict \

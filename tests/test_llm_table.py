@@ -112,6 +112,9 @@ def test_committed_results_md_shows_the_committed_records():
     for protocol, text in blocks.items():
         assert table.docs_block(protocol, text) in doc, \
             f"docs/results.md's {protocol} table differs from results/dualrec/{protocol}/: re-render it"
+    for protocol, text in table.render(REPO / "results").items():     # the ranker section, from results/<protocol>/
+        assert table.docs_block(protocol, text, "ranker") in doc, \
+            f"docs/results.md's ranker {protocol} table differs from results/{protocol}/: re-render it"
 
 
 def test_a_fusion_row_records_its_weights_interval_and_per_user_ranks(tmp_path, ml1m_small):
@@ -135,4 +138,4 @@ def test_a_fusion_row_records_its_weights_interval_and_per_user_ranks(tmp_path, 
     lo, hi = record["ci"]["delta_NDCG@10"]
     assert lo <= record["ci"]["delta"]["NDCG@10"] <= hi
     text = table.ci_table([record])
-    assert "| ranker test row [60 of 2999 users] | 60 | " in text and f"stage1 {record['alpha']['stage1']:g}" in text
+    assert "| ranker test row [60 of 2999 users] | - | 60 | " in text and f"stage1 {record['alpha']['stage1']:g}" in text

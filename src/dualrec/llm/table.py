@@ -117,6 +117,8 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
     if cfg.model_name == "fusion":
         record["alpha"] = model.config.weights
         record["selection"] = model.selection
+    if adapter and row.adapter:   # how the adapter was trained: its examples and its learning curve (loss per step)
+        record["adapter_training"] = adapter_training(Path(adapter))
     n_full = len(prepared.split.test)
     scored = record["counts"]["users"]
     record["label"] = row.label + ("" if scored == n_full else f" [{scored} of {n_full} users]")
@@ -134,6 +136,17 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
           + (f"; per stage s/user: {', '.join(f'{k}={v:.4f}' for k, v in stages.items())}" if stages else ""),
           flush=True)
     return record
+
+
+def adapter_training(adapter: Path) -> dict:
+    """``finetune.json`` (config, steps, per-step losses, timings) and ``examples.json`` (what the examples were drawn
+    from, and how many were dropped) of an adapter folder, as far as they exist."""
+    out = {}
+    for name in ("finetune", "examples"):
+        path = adapter / f"{name}.json"
+        if path.exists():
+            out[name] = json.loads(path.read_text())
+    return out
 
 
 def weights_digest(folder: str | Path) -> str:
@@ -197,7 +210,7 @@ def render(out_dir: Path) -> dict[str, str]:
         for r in recs:
             stages = {k[6:-11]: v for k, v in r["timings"].items() if k.startswith("stage_")}
             c = r["counts"]
-            if "fallbacks" in c:
+            if "fallbacks" in c and not is_fusion(r):
                 stage_lines.append(f"| {r['label']} | {llm_label(r)} | {c['fallbacks']} | {c['generated_titles']} | "
                                    f"{c['ungrounded_titles']} | " + " | ".join(
                                        f"{stages.get(s, 0.0):.3f}" for s in ("lstm", "prompt", "llm", "parse",
@@ -206,7 +219,7 @@ def render(out_dir: Path) -> dict[str, str]:
             parts.append("\n| row | LLM | fallbacks | titles generated | ungrounded | lstm s/user | prompt | "
                          "llm | parse | rerank |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
                          + "\n".join(stage_lines) + "\n")
-        answered = [r for r in recs if (r.get("answered") or {}).get("users")]
+        answered = [r for r in recs if (r.get("answered") or {}).get("users") and not is_fusion(r)]
         if answered:
             parts.append("\nUsers whose list came from the LLM (no fallback), LLM list / Stage 1's ranking of the same "
                          "users:\n\n| row | LLM-answered users | " + " | ".join(ANSWERED) + " |\n|---|---:|"
@@ -220,6 +233,11 @@ def render(out_dir: Path) -> dict[str, str]:
 
 
 OWN = ("HR@1", "HR@5", "HR@10", "NDCG@10")
+
+
+def is_fusion(record: dict) -> bool:
+    """A ranker row: every user answered, nothing generated (the generate-path tables do not apply)."""
+    return record["config"]["model"].get("name") == "fusion"
 
 
 def coverage_table(recs: list[dict]) -> str:
@@ -256,15 +274,16 @@ def ci_table(recs: list[dict]) -> str:
         alpha = r.get("alpha")
         weights = ", ".join(f"{k} {v:g}" for k, v in alpha.items()) if alpha else "-"
         chosen = (r.get("selection") or {}).get("chosen_on", "")
-        lines.append(f"| {r['label']} | {ci['n_users']} | " + " | ".join(cells) + f" | {weights}"
+        llm = llm_label(r) if r.get("llm") else "-"
+        lines.append(f"| {r['label']} | {llm} | {ci['n_users']} | " + " | ".join(cells) + f" | {weights}"
                      + (f" ({chosen})" if chosen else "") + f" | {r.get('coverage', float('nan')):.3f} | "
                      f"{r['timings']['s_per_user']:.3f} |")
     if not lines:
         return ""
     return ("\nAgainst this table's Stage 1 on the same users: the difference and its paired-bootstrap 95 % interval "
-            "(1,000 resamples; **(> 0)**: the interval excludes 0):\n\n| row | users | NDCG@10 | delta NDCG@10 "
+            "(1,000 resamples; **(> 0)**: the interval excludes 0):\n\n| row | LLM | users | NDCG@10 | delta NDCG@10 "
             "[95 % CI] | HR@10 | delta HR@10 [95 % CI] | weights | coverage | s/user |\n"
-            "|---|---:|---:|---|---:|---|---|---:|---:|\n" + "\n".join(lines) + "\n")
+            "|---|---|---:|---:|---|---:|---|---|---:|---:|\n" + "\n".join(lines) + "\n")
 
 
 def llm_label(record: dict) -> str:
