@@ -239,8 +239,9 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
                     why = ranked.extras.get("error") or "no usable LLM output"
                     fallback, reason = True, f"DUALRec used its LSTM ranking: {why}"
                     metrics.fallbacks.inc("model")
-                    if not ranked.extras.get("fallback"):   # a model without fallback="stage1" left the list empty
-                        ranked = await batchers["lstm"].submit(history, k)
+                    if not ranked.extras.get("fallback"):   # a model without fallback="stage1" left the list empty:
+                        lstm = await batchers["lstm"].submit(history, k)   # the LSTM's list, the LLM's text kept
+                        ranked = dataclasses.replace(lstm, extras=ranked.extras)
             except TimeoutError:
                 fallback, reason = True, f"LLM time budget of {settings.llm_budget_s:g}s exceeded; LSTM ranking"
                 metrics.fallbacks.inc("budget")
