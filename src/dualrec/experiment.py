@@ -25,16 +25,43 @@ class Prepared:
     split: Split
 
 
+TOP_ITEMS_SOURCES = ("all", "train")
+
+
+def top_items_source(cfg: ExperimentConfig) -> str:
+    """Where the top-items filter counts popularity: ``data.top_items_from``, else ``train`` under ``chrono`` (a
+    time split must not see future popularity) and ``all`` under ``strict`` and ``paper`` (the DUALRec paper's
+    choice, kept so those rows compare with the paper)."""
+    source = cfg.data.top_items_from or ("train" if cfg.evaluation.protocol == "chrono" else "all")
+    if source not in TOP_ITEMS_SOURCES:
+        raise ValueError(f"data.top_items_from must be one of {TOP_ITEMS_SOURCES}, got {source!r}")
+    return source
+
+
 def load_dataset(cfg: ExperimentConfig) -> Dataset:
+    """The configured data after the top-items filter. With ``top_items_from: train`` the protocol splits the
+    unfiltered data, popularity is counted on that split's training side, and (under ``chrono``) the time cuts are
+    kept in ``filters["top_items_time_cuts"]`` so :func:`prepare` splits the filtered data at the same instants."""
     from dualrec.data.movielens import load
 
     d = cfg.data
-    return load(d.name, d.data_dir, ratings=d.ratings, items=d.items, errors=d.errors).top_items(d.top_items)
+    source = top_items_source(cfg)
+    raw = load(d.name, d.data_dir, ratings=d.ratings, items=d.items, errors=d.errors)
+    if source == "all":
+        return raw.top_items(d.top_items, source="all")
+    if not d.top_items:
+        return raw
+    first = make_split(raw.sequences(), cfg.evaluation.protocol)
+    dataset = raw.top_items(d.top_items, counted=first.train.items, source="train")
+    if "time_cuts" in first.counts:
+        dataset.filters["top_items_time_cuts"] = list(first.counts["time_cuts"])
+    return dataset
 
 
 def prepare(cfg: ExperimentConfig, dataset: Dataset | None = None) -> Prepared:
     dataset = dataset or load_dataset(cfg)
-    return Prepared(dataset, make_split(dataset.sequences(), cfg.evaluation.protocol))
+    return Prepared(dataset, make_split(dataset.sequences(), cfg.evaluation.protocol,
+                                        time_cuts=dataset.filters.get("top_items_time_cuts")))
 
 
 def fit(cfg: ExperimentConfig, prepared: Prepared, run_dir: str | Path | None = None) -> Recommender:
