@@ -39,10 +39,11 @@ _ARTICLE_RE = re.compile(r"^(?P<main>.+?), (?P<art>" + "|".join(re.escape(a) for
 _PARENS = re.compile(r"\(([^()]*)\)")
 _TRAILING_PARENS = re.compile(r"(?:\s*\([^()]*\))+\s*$")
 _SUBTITLE_SEP = re.compile(r"\s*:\s+|\s*:$|\s+[-–—]\s+")
+_TRAILING_DIGITS = re.compile(r"(?<=[a-z])(\d{1,2})$")
 _APOSTROPHES = re.compile(r"['’`´]")
 _NON_WORD = re.compile(r"[^\w\s]|_")
 _AKA = re.compile(r"^\s*(?:a\.?k\.?a\.?|also known as)\s+", re.IGNORECASE)
-_MARKUP = re.compile(r"[*_`#]+")
+_MARKUP = re.compile(r"</?[a-zA-Z][^<>]*>|[*_`#]+")
 _QUOTES = "\"'“”‘’«»„"
 
 _ROMAN = {"ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8, "ix": 9, "x": 10, "xi": 11, "xii": 12,
@@ -89,6 +90,7 @@ def _segment_tokens(segment: str) -> list[str]:
     """One title segment (the part between subtitle separators) as canonical tokens: words, arabic numbers."""
     s = _APOSTROPHES.sub("", _fold(segment).replace("&", " and "))
     tokens = _NON_WORD.sub(" ", s).split()
+    tokens = [t for tok in tokens for t in _TRAILING_DIGITS.sub(r" \1", tok).split()]  # "Alien³" = "Alien 3"
     out: list[str] = []
     for i, t in enumerate(tokens):
         prev = tokens[i - 1] if i else None

@@ -25,7 +25,7 @@ _TITLE_WITH_YEAR = re.compile(r"^(?P<title>.+?\(\s*(?:19|20)\d{2}\s*\))")
 _SEPARATORS = re.compile(r"\s+[-–—|]\s+|:\s|\s+Genres?\b|\s+\[", re.IGNORECASE)
 _NOT_TITLES = re.compile(r"^(?:genres?|genre\(s\)|why|reason|because|note|description|year|director|"
                          r"starring|rating|summary|plot)\b", re.IGNORECASE)
-_MARKUP = re.compile(r"[*_`]+")
+_MARKUP = re.compile(r"</?[a-zA-Z][^<>]*>|[*_`]+")  # markdown emphasis and HTML tags ("<i>Heat</i>")
 _QUOTES = "\"'“”‘’«»"
 MAX_TITLE_WORDS = 14
 
@@ -54,7 +54,7 @@ def extract_titles(text: str | None, limit: int | None = None, truncated: bool =
         if m:
             title = m.group("title")
         elif listed:
-            title = _SEPARATORS.split(body, maxsplit=1)[0]
+            title = _before_remark(body)
         elif catalog is not None and catalog.is_exact_title(_clean(body)):
             title = body
         else:
@@ -86,6 +86,24 @@ def end_of_titles(text: str | None, n: int) -> int | None:
         if extract_titles(line) and len(extract_titles(text[:end], limit=n)) >= n:
             return end
     return None
+
+
+def _before_remark(body: str) -> str:
+    """A listed line without a year: the title ends at the first separator that starts a remark ("Vertigo — Hitchcock
+    at his best", "Heat: a crime epic"); a separator followed by Title Case words is a subtitle and stays
+    ("Star Wars: Return of the Jedi", "Die Hard: Vengeance Returns", which must not ground as "Die Hard")."""
+    for m in _SEPARATORS.finditer(body):
+        rest = body[m.end():]
+        if m.group(0).strip().lower().startswith(("genre", "[")) or not _title_case(rest):
+            return body[: m.start()]
+    return body
+
+
+def _title_case(text: str) -> bool:
+    words = re.findall(r"[^\W_]+", text)
+    if not words or len(words) > 8 or not (words[0][0].isupper() or words[0][0].isdigit()):
+        return False
+    return all(w[0].isupper() or w[0].isdigit() for w in words if len(w) >= 4)
 
 
 def _clean(title: str) -> str:
