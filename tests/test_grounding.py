@@ -43,7 +43,7 @@ def test_corpus_lines_ground_to_their_labels(ml1m_top1000):
     ("- Die Hard 4", "sequel: 4 in the text, 2 in Die Hard 2 (1990)"),
     ("3. The Godfather Part IV", "sequel: 4 in the text, 2 in The Godfather: Part II (1974)"),
     ("2. Toy Story 4", "sequel: 4 in the text, 2 in Toy Story 2 (1999)"),
-    ("1. Planet of the Apes (2001)", "remake: Planet of the Apes (1968) is 1968 in the catalog, not 2001"),
+    ("1. Planet of the Apes (2001)", "year: Planet of the Apes (1968) is 1968 in the catalog, not 2001"),
     ("- Star Wars", "ambiguous: 4 catalog films fit (Star Wars: Episode IV - A New Hope (1977), Star Wars: Episode V "
                     "- The Empire Strikes Back (1980), Star Wars: Episode VI - Return of the Jedi (1983), Star Wars: "
                     "Episode I - The Phantom Menace (1999)); a year would decide"),

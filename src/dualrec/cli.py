@@ -83,14 +83,18 @@ def ground(name: str = typer.Argument("ml-1m", help="ml-1m, ml-100k or an intera
                                                                              "protocol (e.g. a run's "
                                                                              "experiment.yaml) instead."),
            min_score: float = typer.Option(80.0, help="Least fuzzy score accepted (0..100)."),
+           truncated: bool = typer.Option(False, help="The answers were cut by the token limit: ignore an "
+                                                      "unfinished last line, as the DUALRec pipeline does."),
            summary: bool = typer.Option(False, help="Also print titles, ungrounded, ambiguous and the "
                                                     "hallucination rate to stderr.")):
     """Ground LLM answers: stdin holds one JSON string per line (an answer, newlines inside allowed; null for no
     answer); stdout gets one JSON object per line, {"titles": [{"text", "item", "title", "score", "why"}]}, item null
     when no catalog film is named and why the rule that decided.
 
-    Example: echo '"1. Toy Story 4\n2. The Matrix"' | dualrec ground --data-dir ../shared/data
-    --ratings ../shared/data/ml-1m-ratings-head/ratings.dat ml-1m
+    Examples: echo '"1. Toy Story 4\\n2. The Matrix"' | dualrec ground --data-dir ../shared/data
+    --ratings ../shared/data/ml-1m-ratings-head/ratings.dat ml-1m; re-ground a DUALRec run's answers (the
+    ``llm_text`` that ``dualrec predict`` writes): jq -c '.extras.llm_text' preds.jsonl | dualrec ground
+    -c RUN/experiment.yaml --data-dir ../shared/data --ratings ... --summary
     """
     import sys
 
@@ -118,7 +122,8 @@ def ground(name: str = typer.Argument("ml-1m", help="ml-1m, ml-100k or an intera
                   f"\"1. Heat (1995)\\n2. Fargo\"")
         if answer is not None and not isinstance(answer, str):
             _fail(f"stdin line {number}: a JSON {type(answer).__name__}, expected a string (the answer) or null")
-        grounded = catalog.ground_many(extract_titles(answer, catalog=catalog), min_score=min_score)
+        grounded = catalog.ground_many(extract_titles(answer, truncated=truncated, catalog=catalog),
+                                       min_score=min_score)
         totals["answers"] += 1
         totals["titles"] += len(grounded)
         totals["ambiguous"] += sum(g.ambiguous for g in grounded)

@@ -7,13 +7,14 @@ makes two titles different films, and says which rule decided (:attr:`Grounded.w
 1. **exact**: the text and a catalog title (or one of its parenthesised alternate titles) have the same key after
    normalisation: case, accents, punctuation, quotes, markdown, "&"/"and", a leading English article, roman
    numerals ("II" = "2", "Part II" = "2"). With a year, the year must be within ``year_tolerance`` (1) of the
-   catalog's; a title that exists only with years farther away is another film (a remake: ``remake``). When several
-   catalog films share the title the year decides (``year-decides``); with no year the answer is ``ambiguous``.
+   catalog's; a title that exists only with years farther away names another film (a remake, or a year the LLM
+   made up: ``year``). When several catalog films share the title the year decides (``year-decides``); with no
+   year the answer is ``ambiguous``.
 2. **main-title**: the text is a catalog title without its subtitle ("Star Wars (1977)" for "Star Wars: Episode IV
    - A New Hope"); same year rules, so "Star Wars" alone is ambiguous.
 3. **fuzzy**: a near spelling (rapidfuzz ``ratio`` of the keys >= ``min_score``), accepted only when the sequel
    numbers are the same (``sequel`` otherwise), every content word of each side has a close word on the other
-   (``words``: a different subtitle is a different film) and the year is within tolerance (``remake``). When two
+   (``words``: a different subtitle is a different film) and the year is within tolerance (``year``). When two
    films are equally close the year decides, else ``ambiguous``.
 
 Nothing else grounds (``no-match``). Scores are 0..100: 100 for an exact title with the right (or no) year, 5 less
@@ -54,7 +55,7 @@ _LEADING_ARTICLES = ("the", "a", "an")
 _STOPWORDS = frozenset("the a an of and or in on at to for by with from".split())
 
 WHY_GROUNDED = ("exact", "year-decides", "main-title", "fuzzy")
-WHY_NOT = ("empty", "no-match", "remake", "sequel", "words", "ambiguous", "not-allowed")
+WHY_NOT = ("empty", "no-match", "year", "sequel", "words", "ambiguous", "not-allowed")
 
 
 def split_year(title: str) -> tuple[str, int | None]:
@@ -270,7 +271,7 @@ class TitleMatcher:
         if best > self.year_tolerance:
             years = ", ".join(str(self.years[r]) for r in sorted(rows, key=lambda r: self.years[r] or 0))
             return Grounded(text, None, None, max(base - 15, 0.0),
-                            f"remake: {self._describe(rows[0]) if len(rows) == 1 else 'this title'} is {years} "
+                            f"year: {self._describe(rows[0]) if len(rows) == 1 else 'this title'} is {years} "
                             f"in the catalog, not {year}")
         closest = [r for r in rows if gaps[r] == best]
         if len(closest) > 1:
@@ -357,7 +358,7 @@ class TitleMatcher:
             cy = self.years[r]
             gap = 0 if year is None or cy is None else abs(cy - year)
             if gap > self.year_tolerance:
-                first_reason = first_reason or (s, f"remake: {self._describe(r)} is {cy} in the catalog, not {year}")
+                first_reason = first_reason or (s, f"year: {self._describe(r)} is {cy} in the catalog, not {year}")
                 continue
             s -= 5 if gap else 0
             valid[r] = max(valid.get(r, 0.0), s)
