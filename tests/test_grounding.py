@@ -134,3 +134,43 @@ def test_a_year_far_from_the_film_never_grounds_to_it(ml1m_top1000, films, data)
     gap = data.draw(st.integers(2, 40)) * data.draw(st.sampled_from([-1, 1]))
     g = ml1m_top1000.catalog.ground(f"{name} ({year + gap})")
     assert g.item != item, (name, year + gap, g.why)
+
+
+_ROMAN = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X"]
+_NUMBER = re.compile(r"\b(\d{1,2}|II|III|IV|V|VI|VII|VIII|IX)\b")
+
+
+@pytest.fixture(scope="module")
+def sequels(ml1m_top1000):
+    """(item, display title without year, year) for numbered films: "Rocky II", "Lethal Weapon 4", "Apollo 13"."""
+    out = []
+    for item, title, year in zip(ml1m_top1000.catalog.ids, ml1m_top1000.catalog.items["title"],
+                                 ml1m_top1000.catalog.items["year"]):
+        name, _ = split_year(title)
+        if _NUMBER.search(name):
+            out.append((int(item), name, int(year)))
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_changing_a_films_number_never_grounds_to_it(ml1m_top1000, sequels, data):
+    item, name, year = data.draw(st.sampled_from(sequels))
+    m = list(_NUMBER.finditer(name))[-1]
+    n = int(m.group(1)) if m.group(1).isdigit() else _ROMAN.index(m.group(1)) + 1
+    other = data.draw(st.integers(2, 9).filter(lambda x: x != n))
+    written = data.draw(st.sampled_from([str(other), _ROMAN[other - 1]]))
+    text = name[: m.start()] + written + name[m.end():] + data.draw(st.sampled_from(["", f" ({year})"]))
+    g = ml1m_top1000.catalog.ground(text)
+    assert g.item != item, (text, g.why)
+
+
+def test_every_catalog_title_grounds_to_its_own_film(ml1m):
+    """All 3,883 ML-1M titles, as MovieLens writes them and as displayed ("M*A*S*H", "Enfer, L'", films listed twice
+    under an alternate title such as "Bewegte Mann, Der" / "Maybe, Maybe Not (Bewegte Mann, Der)")."""
+    cat = ml1m.catalog
+    for column in ("raw_title", "title"):
+        grounded = cat.ground_many(cat.items[column].tolist())
+        assert [g.item for g in grounded] == cat.ids.tolist()
+        assert {g.rule for g in grounded} == {"exact", "year-decides"}         # 114 titles exist twice or more
+        assert sum(g.rule == "year-decides" for g in grounded) == 114

@@ -92,6 +92,7 @@ def _segment_tokens(segment: str) -> list[str]:
     s = _APOSTROPHES.sub("", _fold(segment).replace("&", " and "))
     tokens = _NON_WORD.sub(" ", s).split()
     tokens = [t for tok in tokens for t in _TRAILING_DIGITS.sub(r" \1", tok).split()]  # "Alien³" = "Alien 3"
+    tokens = _join_letters(tokens)  # "M*A*S*H" = "MASH", "L.A. Confidential" = "LA Confidential"
     out: list[str] = []
     for i, t in enumerate(tokens):
         prev = tokens[i - 1] if i else None
@@ -112,6 +113,21 @@ def _segment_tokens(segment: str) -> list[str]:
     if merged and merged[-1] == "1" and len(merged) > 1 and not merged[-2].isdigit():
         merged.pop()
     return merged
+
+
+def _join_letters(tokens: list[str]) -> list[str]:
+    """Runs of two or more single letters become one word: punctuation between initials is not a word break."""
+    out: list[str] = []
+    run: list[str] = []
+    for t in tokens + [""]:
+        if len(t) == 1 and t.isalpha():
+            run.append(t)
+            continue
+        out += ["".join(run)] if len(run) > 1 else run
+        run = []
+        if t:
+            out.append(t)
+    return out
 
 
 def title_tokens(name: str) -> list[str]:
@@ -156,12 +172,20 @@ def _same_words(q: Sequence[str], c: Sequence[str]) -> bool:
     return "".join(q) == "".join(c)  # spacing only: "Spiderman" / "Spider-Man"
 
 
+def _unquote(text: str) -> str:
+    """Quotes around a title off ('"Heat"'); a lone trailing apostrophe is an elided article and stays ("Enfer, L'")."""
+    t = text.strip()
+    while len(t) > 1 and t[0] in _QUOTES and t[-1] in _QUOTES:
+        t = t[1:-1].strip()
+    return t.lstrip(_QUOTES).strip() if t[:1] in _QUOTES else t
+
+
 def clean_text(text: str) -> str:
     """Markdown and surrounding quotes off, and anything after a "(Year)" dropped ("Heat (1995) (Crime)")."""
-    t = _MARKUP.sub("", text).strip().strip(_QUOTES).strip()
+    t = _unquote(_MARKUP.sub("", text))
     m = _YEAR_THEN_NOTES.match(t)
     if m:
-        t = f"{m.group('name').strip().strip(_QUOTES).strip()} ({m.group('year')})"
+        t = f"{_unquote(m.group('name'))} ({m.group('year')})"
     return re.sub(r"\s+", " ", t).strip(" ,;.")
 
 
@@ -198,6 +222,7 @@ class _Key:
     row: int
     tokens: tuple[str, ...]
     kind: str           # "title" (a full or alternate title) or "main" (a title without its subtitle)
+    primary: bool       # the film's own title, not a parenthesised alternate
 
 
 class TitleMatcher:
@@ -213,18 +238,18 @@ class TitleMatcher:
         self.exact: dict[str, list[int]] = {}
         for row, raw in enumerate(raw_titles):
             seen: set[tuple[tuple[str, ...], str]] = set()
-            for tokens, kind in self._row_keys(raw):
+            for tokens, kind, primary in self._row_keys(raw):
                 if tokens and (tokens, kind) not in seen:
                     seen.add((tokens, kind))
-                    self.keys.append(_Key(row, tokens, kind))
+                    self.keys.append(_Key(row, tokens, kind, primary))
                     self.exact.setdefault(kind + "|" + " ".join(tokens), []).append(len(self.keys) - 1)
         self.key_strings = [" ".join(k.tokens) for k in self.keys]
         self.key_rows = np.asarray([k.row for k in self.keys], dtype=np.int64)
 
     @staticmethod
-    def _row_keys(raw: str) -> list[tuple[tuple[str, ...], str]]:
-        """A catalog title's keys: the full title, the title without its alternates, each alternate, and every
-        prefix before a subtitle separator ("main")."""
+    def _row_keys(raw: str) -> list[tuple[tuple[str, ...], str, bool]]:
+        """A catalog title's keys: the full title, the title without its alternates, each alternate (not primary),
+        and every prefix before a subtitle separator ("main")."""
         name, _ = split_year(normalise_title(raw))
         main = _TRAILING_PARENS.sub("", name).strip() or name
         names = [name, main]
@@ -232,17 +257,17 @@ class TitleMatcher:
             for part in re.split(r",\s*a\.k\.a\.\s*|/", _AKA.sub("", alt)):
                 if part.strip():
                     names.append(normalise_title(part.strip()))
-        out: list[tuple[tuple[str, ...], str]] = []
-        for n in names:
+        out: list[tuple[tuple[str, ...], str, bool]] = []
+        for j, n in enumerate(names):
             tokens = title_tokens(n)
-            out.append((tuple(tokens), "title"))
+            out.append((tuple(tokens), "title", j < 2))
             if "episode" in tokens:  # "Star Wars: A New Hope" names "Star Wars: Episode IV - A New Hope"
                 i = tokens.index("episode")
                 if i + 1 < len(tokens) and tokens[i + 1].isdigit():
-                    out.append((tuple(tokens[:i] + tokens[i + 2:]), "title"))
+                    out.append((tuple(tokens[:i] + tokens[i + 2:]), "title", j < 2))
             for m in _SUBTITLE_SEP.finditer(n):
                 if m.start() > 0:
-                    out.append((tuple(title_tokens(n[: m.start()])), "main"))
+                    out.append((tuple(title_tokens(n[: m.start()])), "main", j < 2))
         return out
 
     # ---- one decision ---------------------------------------------------------------------------------------
@@ -251,8 +276,10 @@ class TitleMatcher:
         return self.titles[row]
 
     def _decide(self, text: str, rows: list[int], year: int | None, rule: str, base: float,
-                allowed: set[int] | None) -> "Grounded":
-        """Pick among catalog rows that all name the text equally well: the year decides, else ambiguous."""
+                allowed: set[int] | None, primary: set[int] = frozenset()) -> "Grounded":
+        """Pick among catalog rows that all name the text equally well: the year decides; then a film whose own
+        title it is beats films that list it as an alternate (MovieLens has a few films twice, once under an
+        alternate title); else ambiguous."""
         rows = list(dict.fromkeys(rows))
         if allowed is not None:
             kept = [r for r in rows if r in allowed]
@@ -260,6 +287,8 @@ class TitleMatcher:
                 return Grounded(text, None, None, base, f"not-allowed: {self._describe(rows[0])} is excluded here")
             rows = kept
         if year is None:
+            if len(rows) > 1 and len(own := [r for r in rows if r in primary]) == 1:
+                rows = own
             if len(rows) == 1:
                 r = rows[0]
                 return Grounded(text, int(self.ids[r]), self.titles[r], base, f"{rule}: {self._describe(r)}")
@@ -274,6 +303,8 @@ class TitleMatcher:
                             f"year: {self._describe(rows[0]) if len(rows) == 1 else 'this title'} is {years} "
                             f"in the catalog, not {year}")
         closest = [r for r in rows if gaps[r] == best]
+        if len(closest) > 1 and len(own := [r for r in closest if r in primary]) == 1:
+            closest = own
         if len(closest) > 1:
             names = ", ".join(self._describe(r) for r in closest)
             return Grounded(text, None, None, base, f"ambiguous: {names} are equally close to {year}")
@@ -314,9 +345,10 @@ class TitleMatcher:
                 out[i] = Grounded(text, None, None, 0.0, "empty: no title words")
                 continue
             for kind, rule, base in (("title", "exact", 100.0), ("main", "main-title", 95.0)):
-                rows = [self.keys[k].row for v in variants for k in self.exact.get(kind + "|" + " ".join(v), [])]
-                if rows:
-                    out[i] = self._decide(text, rows, year, rule, base, allowed_rows)
+                keys = [self.keys[k] for v in variants for k in self.exact.get(kind + "|" + " ".join(v), [])]
+                if keys:
+                    out[i] = self._decide(text, [k.row for k in keys], year, rule, base, allowed_rows,
+                                          {k.row for k in keys if k.primary})
                     break
             if out[i] is None:
                 fuzzy.append(i)
