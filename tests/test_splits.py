@@ -75,3 +75,15 @@ def test_chrono_top_items_are_counted_on_training_interactions_only():
     assert ex.load_dataset(cfg("paper")).filters["top_items_from"] == "all"     # the paper's choice stays
     with pytest.raises(ValueError, match="data.top_items_from must be one of"):
         ex.top_items_source(cfg("strict", "test"))
+
+
+def test_a_run_saved_before_top_items_from_keeps_the_all_data_catalog(tmp_path):
+    from dualrec import experiment as ex
+
+    old = tmp_path / "experiment.yaml"
+    old.write_text("model: {name: lstm}\ndata: {name: ml-1m, top_items: 1000}\nevaluation: {protocol: chrono}\n")
+    assert ex.run_config(old).data.top_items_from == "all"
+    new = tmp_path / "new.yaml"
+    new.write_text("model: {name: lstm}\ndata: {name: ml-1m, top_items: 1000, top_items_from: null}\n"
+                   "evaluation: {protocol: chrono}\n")
+    assert ex.top_items_source(ex.run_config(new)) == "train"

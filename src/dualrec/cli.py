@@ -78,10 +78,9 @@ def ground(name: str = typer.Argument("ml-1m", help="ml-1m, ml-100k or an intera
            items: Optional[Path] = typer.Option(None, help="Items file for a generic interactions file."),
            top_items: int = typer.Option(1000, help="Ground against the N most-rated items, as the experiments "
                                                     "do (0: the whole catalog)."),
-           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Take the catalog from this "
-                                                                             "experiment YAML's data section and "
-                                                                             "protocol (e.g. a run's "
-                                                                             "experiment.yaml) instead."),
+           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Take the catalog from a run's "
+                                                                             "experiment.yaml (its data section "
+                                                                             "and protocol) instead."),
            min_score: float = typer.Option(80.0, help="Least fuzzy score accepted (0..100)."),
            truncated: bool = typer.Option(False, help="The answers were cut by the token limit: ignore an "
                                                       "unfinished last line, as the DUALRec pipeline does."),
@@ -104,8 +103,9 @@ def ground(name: str = typer.Argument("ml-1m", help="ml-1m, ml-100k or an intera
 
     try:
         if config is not None:
-            cfg = _config(config, None, **{"data.data_dir": str(data_dir) if data_dir else None,
-                                           "data.ratings": str(ratings) if ratings else None})
+            cfg = ex.run_config(config)
+            cfg.data.data_dir = str(data_dir) if data_dir else cfg.data.data_dir
+            cfg.data.ratings = str(ratings) if ratings else cfg.data.ratings
             catalog = ex.load_dataset(cfg).catalog
         else:
             catalog = load(name, data_dir, ratings=ratings, items=items).top_items(top_items or None).catalog

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from dualrec.config import ExperimentConfig
 from dualrec.data.dataset import Dataset
 from dualrec.evaluation.evaluator import EvalResult, evaluate
@@ -72,6 +74,7 @@ def fit(cfg: ExperimentConfig, prepared: Prepared, run_dir: str | Path | None = 
     if run_dir:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.data.top_items_from = top_items_source(cfg)  # the run says which catalog it was trained on
         cfg.dump(run_dir / "experiment.yaml")
         model.save(run_dir / "model")
     return model
@@ -128,13 +131,22 @@ def write_result(record: dict, out_dir: str | Path) -> Path:
     return out_dir / f"{stem}.json"
 
 
+def run_config(path: str | Path) -> ExperimentConfig:
+    """A run's saved ``experiment.yaml``; one saved before ``data.top_items_from`` existed was filtered on all data,
+    so it says ``all`` whatever its protocol's default is now."""
+    cfg = ExperimentConfig.load(path)
+    if "top_items_from" not in ((yaml.safe_load(Path(path).read_text()) or {}).get("data") or {}):
+        cfg.data.top_items_from = "all"
+    return cfg
+
+
 def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
              ratings: str | Path | None = None) -> tuple[ExperimentConfig, Recommender]:
     """A run's config and model; ``data_dir``/``ratings`` point its data section at where the data lies now."""
     run_dir = Path(run_dir)
     if not (run_dir / "experiment.yaml").exists():
         raise FileNotFoundError(f"{run_dir}: no experiment.yaml; create a run with `dualrec train --out {run_dir}`")
-    cfg = ExperimentConfig.load(run_dir / "experiment.yaml")
+    cfg = run_config(run_dir / "experiment.yaml")
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
     if ratings is not None:
