@@ -106,7 +106,8 @@ def test_hallucination_rate_counts_fakes_exactly_for_a_fixed_answer(split, ml1m_
     model.backend = FixedAnswer()
     cases = split.test.head(4)
     res = evaluate(model, cases, cat, ks=(1, 5), progress=False)
-    assert (res.counts["generated_titles"], res.counts["ungrounded_titles"], res.counts["ambiguous_titles"]) == (20, 8, 4)
+    counts = res.counts
+    assert (counts["generated_titles"], counts["ungrounded_titles"], counts["ambiguous_titles"]) == (20, 8, 4)
     assert res.metrics["hallucination_rate"] == 0.4
     e = res.recommendations.extras[0]
     assert e["ungrounded_titles"] == ["Toy Story 4", "Planet of the Apes (2001)"]

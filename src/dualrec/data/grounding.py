@@ -244,7 +244,6 @@ class TitleMatcher:
                     self.keys.append(_Key(row, tokens, kind, primary))
                     self.exact.setdefault(kind + "|" + " ".join(tokens), []).append(len(self.keys) - 1)
         self.key_strings = [" ".join(k.tokens) for k in self.keys]
-        self.key_rows = np.asarray([k.row for k in self.keys], dtype=np.int64)
 
     @staticmethod
     def _row_keys(raw: str) -> list[tuple[tuple[str, ...], str, bool]]:
@@ -328,7 +327,8 @@ class TitleMatcher:
     def exact_rows(self, text: str) -> list[int]:
         """Catalog rows whose title (or alternate) is exactly ``text`` after normalisation, any year."""
         _, _, variants = self._query(text)
-        return list(dict.fromkeys(self.keys[k].row for v in variants for k in self.exact.get("title|" + " ".join(v), [])))
+        keys = [k for v in variants for k in self.exact.get("title|" + " ".join(v), [])]
+        return list(dict.fromkeys(self.keys[k].row for k in keys))
 
     def ground_many(self, texts: Sequence[str], min_score: float = 80.0,
                     allowed: np.ndarray | None = None) -> list["Grounded"]:
@@ -340,7 +340,7 @@ class TitleMatcher:
         out: list[Grounded | None] = [None] * len(texts)
         fuzzy: list[int] = []
         parsed = [self._query(t) for t in texts]
-        for i, (text, (cleaned, year, variants)) in enumerate(zip(texts, parsed)):
+        for i, (text, (_, year, variants)) in enumerate(zip(texts, parsed)):
             if not variants:
                 out[i] = Grounded(text, None, None, 0.0, "empty: no title words")
                 continue
