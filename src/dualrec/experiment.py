@@ -6,6 +6,7 @@ A run folder holds ``experiment.yaml`` (the resolved config), ``model/`` (the sa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -74,8 +75,9 @@ def fit(cfg: ExperimentConfig, prepared: Prepared, run_dir: str | Path | None = 
     if run_dir:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.data.top_items_from = top_items_source(cfg)  # the run says which catalog it was trained on
-        cfg.dump(run_dir / "experiment.yaml")
+        # the run says which catalog it was trained on (a copy: the caller's config may be shared)
+        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, top_items_from=top_items_source(cfg))).dump(
+            run_dir / "experiment.yaml")
         model.save(run_dir / "model")
     return model
 
