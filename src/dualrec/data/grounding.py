@@ -155,14 +155,20 @@ def _words(tokens: Sequence[str]) -> list[str]:
 
 
 def _covered(a: list[str], b: list[str]) -> bool:
-    """Every word of ``a`` has a close word in ``b``: equal when short, a typo away (ratio >= 85) from 4 letters
-    ("redemtion" / "redemption" 95, but "spiderman" / "superman" 82)."""
+    """Every word of ``a`` has a close word in ``b``: equal when short; from 4 letters a typo away (ratio >= 85:
+    "redemtion" / "redemption" 95, but "spiderman" / "superman" 82) or a spelling variant of the same stem (4
+    letters in common at the start and ratio >= 75: "dwarves" / "dwarfs")."""
     for w in a:
         if w in b:
             continue
-        if len(w) < 4 or not any(len(v) >= 4 and fuzz.ratio(w, v) >= 85 for v in b):
+        if len(w) < 4 or not any(len(v) >= 4 and _close_words(w, v) for v in b):
             return False
     return True
+
+
+def _close_words(w: str, v: str) -> bool:
+    ratio = fuzz.ratio(w, v)
+    return ratio >= 85 or (ratio >= 75 and w[:4] == v[:4])
 
 
 def _same_words(q: Sequence[str], c: Sequence[str]) -> bool:
