@@ -82,7 +82,7 @@ def test_data_info_counts_and_missing_data(tmp_path):
     assert missing.exit_code == 2 and "dualrec data download ml-1m" in missing.output
 
 
-def test_ground_answers_the_issue_table_and_names_bad_lines():
+def test_ground_nulls_made_up_sequels_and_remakes_and_names_bad_lines():
     answers = ["- Die Hard 4", "3. The Godfather Part IV", "2. Toy Story 4", "1. Planet of the Apes (2001)",
                "Sure! Here are three:\n1. Toy Story (1995)\n2. **Fargo**\nThe Matrix\nI hope you enjoy them!", None]
     result = runner.invoke(app, ["ground", *DATA, "ml-1m", "--summary"],

@@ -49,7 +49,7 @@ def test_corpus_lines_ground_to_their_labels(ml1m_top1000):
                     "Episode I - The Phantom Menace (1999)); a year would decide"),
     ("- Batman Begins (2005)", "no-match: nothing in the catalog scores 80"),
 ])
-def test_the_issue_table_grounds_nothing_and_says_why(ml1m_top1000, line, why):
+def test_made_up_sequels_remakes_and_ambiguous_titles_ground_nothing_and_say_why(ml1m_top1000, line, why):
     g = first_grounded(ml1m_top1000.catalog, line)
     assert (g.item, g.why) == (None, why)
 
