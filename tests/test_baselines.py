@@ -1,7 +1,7 @@
 """The paper-table baselines (issue 4): every model through the same checks, on real MovieLens rows.
 
-One parametrised test per property, over all baselines: a short fit on the first 600 users must beat MostPop on
-their held-out (strict leave-one-out) items; save + load gives the same rankings; the list invariants hold. Then
+One parametrised test per property, over all baselines: a short fit on the first 600 users must beat MostPop's
+NDCG@10 by 20 % on their held-out (strict leave-one-out) items; save + load gives the same rankings; the list invariants hold. Then
 checks of the two hand-vectorised solvers against plain references (SKNN by sets, SLIM by scikit-learn).
 """
 
@@ -74,7 +74,8 @@ def fitted(split, ml1m_small):
 def test_short_fit_beats_mostpop_on_held_out_items(name, fitted, split, ml1m_small, mostpop_ndcg):
     result = evaluate(fitted(name), split.test, ml1m_small.catalog, progress=False)
     assert result.counts["users"] == len(split.test) and result.counts["lists_shorter_than_max_k"] == 0
-    assert result.metrics["NDCG@10"] > mostpop_ndcg, (name, result.metrics["NDCG@10"], mostpop_ndcg)
+    # measured NDCG@10 over MostPop's 0.031: 1.33x (fpmc, the lowest) to 3.3x (unisrec); every short fit clears 1.2x
+    assert result.metrics["NDCG@10"] >= 1.2 * mostpop_ndcg, (name, result.metrics["NDCG@10"], mostpop_ndcg)
 
 
 @pytest.mark.parametrize("name", BASELINES)

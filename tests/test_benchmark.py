@@ -104,3 +104,16 @@ def test_cli_benchmark_quick_subset(tmp_path):
     assert "| sknn |" in result.output
     bad = CliRunner().invoke(app, ["benchmark", "-c", str(REPO / "configs" / "paper-table.yaml"), "--models", "x"])
     assert bad.exit_code == 2 and "not in the config's models" in bad.output
+
+
+def test_each_protocol_gets_its_own_top_items_source(tmp_path):
+    """strict keeps the paper's all-data filter, chrono counts its training side: one benchmark, two catalogs, and
+    the first protocol's fit does not change the second's source."""
+    cfg = _config(tmp_path, ["mostpop"], protocols=["strict", "chrono"],
+                  data={"data_dir": str(SHARED_DATA), "ratings": str(ML1M_RATINGS)},
+                  quick={"users": 300, "epochs": 1, "max_windows": 2000, "max_eval_users": 50})
+    records = run_benchmark(cfg, quick=True, progress=False)
+    filters = {p: r[0]["data"]["filters"] for p, r in records.items()}
+    assert (filters["strict"]["top_items_from"], filters["chrono"]["top_items_from"]) == ("all", "train")
+    assert filters["chrono"]["top_items_time_cuts"] == [976862649, 980998147]
+    assert records["chrono"][0]["data"]["split_counts"]["time_cuts"] == [976862649, 980998147]

@@ -80,3 +80,21 @@ def test_data_info_counts_and_missing_data(tmp_path):
     assert "kept 487,650" in invoke("data", "info", "ml-1m", *DATA)
     missing = runner.invoke(app, ["data", "info", "ml-1m", "--data-dir", str(tmp_path)])
     assert missing.exit_code == 2 and "dualrec data download ml-1m" in missing.output
+
+
+def test_ground_nulls_made_up_sequels_and_remakes_and_names_bad_lines():
+    answers = ["- Die Hard 4", "3. The Godfather Part IV", "2. Toy Story 4", "1. Planet of the Apes (2001)",
+               "Sure! Here are three:\n1. Toy Story (1995)\n2. **Fargo**\nThe Matrix\nI hope you enjoy them!", None]
+    result = runner.invoke(app, ["ground", *DATA, "ml-1m", "--summary"],
+                           input="".join(json.dumps(a) + "\n" for a in answers))
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [[t["item"] for t in r["titles"]] for r in rows] == [[None], [None], [None], [None], [1, 608, 2571], []]
+    assert rows[0]["titles"][0] == {"text": "Die Hard 4", "item": None, "title": None, "score": 90.0,
+                                    "why": "sequel: 4 in the text, 2 in Die Hard 2 (1990)"}
+    assert rows[4]["titles"][2]["why"] == "exact: The Matrix (1999)"
+    assert json.loads(result.stderr.splitlines()[-1]) == {"answers": 6, "titles": 7, "ungrounded": 4, "ambiguous": 0,
+                                                          "hallucination_rate": 4 / 7}
+    bad = runner.invoke(app, ["ground", *DATA, "ml-1m"], input='"1. Heat (1995)"\n{"text": "Heat"}\n')
+    assert bad.exit_code == 2
+    assert "stdin line 2: a JSON dict, expected a string (the answer) or null" in bad.output

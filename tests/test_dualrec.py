@@ -52,7 +52,9 @@ def test_pipeline_with_the_embedded_llm_counts_everything(split, ml1m_small, tmp
         if not e["fallback"]:
             assert e["generated"] >= len(items) and e["ungrounded"] == len(e["ungrounded_titles"])
     assert res.counts["generated_titles"] == sum(e["generated"] for e in extras)
-    assert 0.0 <= res.metrics["hallucination_rate"] <= 1.0
+    assert res.counts["ungrounded_titles"] == sum(e["ungrounded"] for e in extras)
+    assert res.metrics["hallucination_rate"] == (res.counts["ungrounded_titles"] / res.counts["generated_titles"]
+                                                 if res.counts["generated_titles"] else 0.0)
     assert res.timings["stage_llm_s_per_user"] > 0
     again = model.recommend(cases.histories, 10)                 # the second run is served from the cache
     assert all(e["cached"] for e in again.extras)
@@ -81,3 +83,34 @@ def test_candidate_scoring_mode_reorders_stage1_candidates(split, ml1m_small):
         assert sorted(items.tolist()) == sorted(cand[:6].tolist())   # the same 6 real items, re-ordered
         assert np.all(np.diff(scores) <= 0) and np.all(scores < 0)   # by log-likelihood
         assert not e["fallback"] and e["ungrounded"] == 0
+
+
+def test_hallucination_rate_counts_fakes_exactly_for_a_fixed_answer(split, ml1m_small):
+    """Every user gets the same answer: two real films, a sequel that does not exist, a remake, an ambiguous title
+    and prose. 2 of the 5 titles are hallucinations; the ambiguous one is neither ranked nor counted as one."""
+    from dualrec.llm.backends import Completion, LLMBackend
+
+    answer = ("Here are my picks:\n1. The Matrix (1999)\n2. Toy Story 4\n3. Planet of the Apes (2001)\n"
+              "4. Fargo\n5. Star Wars\nEnjoy!")
+
+    class FixedAnswer(LLMBackend):
+        def identity(self):
+            return {"kind": "fixed"}
+
+        def _generate(self, prompts, params):
+            return [Completion(answer, finish_reason="stop") for _ in prompts]
+
+    cat = ml1m_small.catalog
+    model = build_model("dualrec", {"stage1": "mostpop", "rerank": False, "n_recommend": 5})
+    model.fit(split.train, cat)
+    model.backend = FixedAnswer()
+    cases = split.test.head(4)
+    res = evaluate(model, cases, cat, ks=(1, 5), progress=False)
+    counts = res.counts
+    assert (counts["generated_titles"], counts["ungrounded_titles"], counts["ambiguous_titles"]) == (20, 8, 4)
+    assert res.metrics["hallucination_rate"] == 0.4
+    e = res.recommendations.extras[0]
+    assert e["ungrounded_titles"] == ["Toy Story 4", "Planet of the Apes (2001)"]
+    matrix, fargo = 2571, 608
+    for items, h in zip(res.recommendations.items, cases.histories):
+        assert items.tolist() == [i for i in (matrix, fargo) if i not in h]

@@ -2,7 +2,8 @@
 
 Sizes are small (2 titles in the prompt, 2 soft tokens, a few windows) so the whole file stays within ~3 minutes on
 2 cores; what is checked is behaviour: gradients reach the LSTM through the (frozen or tuned) LM, each LM mode
-trains exactly the weights it should, a fit beats MostPop on held-out users, and save/reload keeps the rankings.
+trains exactly the weights it should, a short fit reaches MostPop's level on held-out users, and save/reload keeps
+the rankings.
 """
 
 from __future__ import annotations
@@ -102,13 +103,15 @@ def fitted(top100):
 
 
 @pytest.mark.slow
-def test_short_fit_beats_mostpop_on_held_out_users(fitted, top100):
+def test_short_fit_reaches_mostpop_on_held_out_users(fitted, top100):
     ds, sp = top100
     cases = sp.test.head(300)
     pop = build_model("mostpop").fit(sp.train, ds.catalog)
     ours = evaluate(fitted, cases, ds.catalog, ks=(10,), progress=False).metrics
     base = evaluate(pop, cases, ds.catalog, ks=(10,), progress=False).metrics
-    assert ours["NDCG@10"] > base["NDCG@10"], (ours, base)
+    # measured: NDCG@10 0.118 against MostPop's 0.114 (1.03x), on 300 cases a difference within noise: a 32-step
+    # frozen-LM fit reaches MostPop's level (docs/duip.md), it does not beat it; 1.02x catches a fit that falls back
+    assert ours["NDCG@10"] >= 1.02 * base["NDCG@10"], (ours, base)
     assert len(fitted.history) == 2 and fitted.history[1]["train_loss"] < fitted.history[0]["train_loss"]
 
 
@@ -142,7 +145,7 @@ def test_generate_output_grounds_titles_and_counts_misses(fitted, top100):
         fitted.config.output = "head"
     assert len(recs.extras) == 6
     for h, items, extra in zip(split.test.histories[:6], recs.items, recs.extras):
-        assert extra["generated"] == 1 and extra["ungrounded"] == int(len(items) == 0)
+        assert extra["generated"] == 1 and extra["ungrounded"] + extra["ambiguous"] == int(len(items) == 0)
         assert len(items) <= 1 and not np.isin(items, h).any()
         if len(items):
             assert ds.catalog.ground(extra["text"]).item is not None

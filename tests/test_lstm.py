@@ -52,7 +52,9 @@ def test_small_training_run_beats_mostpop(ml1m_small, split, trained):
     pop = build_model("mostpop").fit(split.train, ml1m_small.catalog)
     lstm_m = evaluate(model, split.test, ml1m_small.catalog, progress=False).metrics
     pop_m = evaluate(pop, split.test, ml1m_small.catalog, progress=False).metrics
-    assert lstm_m["HR@10"] > pop_m["HR@10"] and lstm_m["NDCG@10"] > pop_m["NDCG@10"]
+    # measured: HR@10 0.098 vs MostPop's 0.062, NDCG@10 0.050 vs 0.031 (1.6x); 1.3x leaves about 1.5 standard errors
+    # of a 600-user HR@10 below the measured value
+    assert lstm_m["HR@10"] >= 1.3 * pop_m["HR@10"] and lstm_m["NDCG@10"] >= 1.3 * pop_m["NDCG@10"], (lstm_m, pop_m)
     hist = model.history
     assert len(hist) == 3 and hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert {"val_loss", "val_top1", "val_top5"} <= set(hist[-1])

@@ -506,6 +506,7 @@ def test_bad_inputs_get_clear_4xx(lstm, tmp_path):
             (["body", "events", 1, "item"], "unknown_item", 99999999),
             (["body", "events", 2, "title"], "unknown_title", "Qwxz Blorf Unfilmed")]
         assert "item id 99999999 is not in the model's catalog" in r.text
+        assert "no catalog film matches 'Qwxz Blorf Unfilmed' (no-match: nothing in the catalog scores 80)" in r.text
         assert client.app.state.store.count_events("eve") == 0  # nothing stored from a refused post
         cases = [
             ("post", "/users/eve/events", {"events": [{"item": 1, "title": "Heat"}]}, 422, "exactly one"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from dualrec.evaluation.protocols import make_split
 
@@ -45,3 +46,46 @@ def test_chrono_split_is_a_global_time_cut(ml1m_top1000):
         pos = len(sp.test.histories[c])
         assert full[pos] == sp.test.targets[c][0] and times[pos] > t2
         assert np.array_equal(full[:pos], sp.test.histories[c])
+
+
+def test_chrono_top_items_are_counted_on_training_interactions_only():
+    from dualrec import experiment as ex
+    from dualrec.config import ExperimentConfig
+    from conftest import ML1M_RATINGS, SHARED_DATA
+
+    def cfg(protocol, source=None):
+        return ExperimentConfig.load(None, [f"evaluation.protocol={protocol}", f"data.data_dir={SHARED_DATA}",
+                                            f"data.ratings={ML1M_RATINGS}"]
+                                     + ([f"data.top_items_from={source}"] if source else []))
+
+    chrono = ex.prepare(cfg("chrono"))
+    filters = chrono.dataset.filters
+    assert (filters["top_items"], filters["top_items_from"]) == (1000, "train")
+    assert chrono.split.counts["time_cuts"] == filters["top_items_time_cuts"]   # the cuts the counts were taken at
+    assert filters["top_items_time_cuts"] == [976862649, 980998147]           # quantiles of the ratings as loaded
+    assert (len(chrono.dataset.interactions), chrono.split.counts["test_cases"]) == (365219, 33012)
+    # the kept items are exactly the 1,000 most-rated before the first cut (ties: smaller id)
+    raw = ex.load_dataset(cfg("chrono", "all"))
+    from dualrec.data import read_ml1m
+
+    full = read_ml1m(SHARED_DATA / "ml-1m", ratings=ML1M_RATINGS).interactions
+    before = full[full["timestamp"] <= filters["top_items_time_cuts"][0]]["item"].value_counts()
+    before = before.sort_index().sort_values(ascending=False, kind="stable")
+    assert sorted(chrono.dataset.catalog.ids.tolist()) == sorted(before.index[:1000].tolist())
+    assert raw.filters["top_items_from"] == "all"
+    assert len(set(raw.catalog.ids.tolist()) - set(chrono.dataset.catalog.ids.tolist())) == 24
+    assert ex.load_dataset(cfg("paper")).filters["top_items_from"] == "all"     # the paper's choice stays
+    with pytest.raises(ValueError, match="data.top_items_from must be one of"):
+        ex.top_items_source(cfg("strict", "test"))
+
+
+def test_a_run_saved_before_top_items_from_keeps_the_all_data_catalog(tmp_path):
+    from dualrec import experiment as ex
+
+    old = tmp_path / "experiment.yaml"
+    old.write_text("model: {name: lstm}\ndata: {name: ml-1m, top_items: 1000}\nevaluation: {protocol: chrono}\n")
+    assert ex.run_config(old).data.top_items_from == "all"
+    new = tmp_path / "new.yaml"
+    new.write_text("model: {name: lstm}\ndata: {name: ml-1m, top_items: 1000, top_items_from: null}\n"
+                   "evaluation: {protocol: chrono}\n")
+    assert ex.top_items_source(ex.run_config(new)) == "train"

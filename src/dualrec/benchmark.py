@@ -131,16 +131,25 @@ def run_benchmark(cfg: BenchmarkConfig, quick: bool = False, force: bool = False
 
     out = Path(cfg.out)
     base_cfg = ExperimentConfig(data=cfg.data, evaluation=cfg.evaluation, seed=cfg.seed)
-    dataset = dataset or ex.load_dataset(base_cfg)
-    if quick:
-        users = sorted(dataset.interactions["user"].unique())[: cfg.quick.users]
-        inter = dataset.interactions
-        dataset = Dataset(f"{dataset.name}-first{len(users)}users", inter[inter["user"].isin(users)]
-                          .reset_index(drop=True), dataset.catalog, dataset.reports, dataset.filters)
-    seqs = dataset.sequences()
+
+    def smaller(ds: Dataset) -> Dataset:
+        if not quick:
+            return ds
+        users = sorted(ds.interactions["user"].unique())[: cfg.quick.users]
+        inter = ds.interactions
+        return Dataset(f"{ds.name}-first{len(users)}users", inter[inter["user"].isin(users)].reset_index(drop=True),
+                       ds.catalog, ds.reports, ds.filters)
+
+    shared = smaller(dataset or ex.load_dataset(base_cfg))
+    seqs = shared.sequences()
     records: dict[str, list[dict]] = {}
     for protocol in cfg.protocols:
-        prepared = ex.Prepared(dataset, make_split(seqs, protocol))
+        proto_cfg = dataclasses.replace(base_cfg, evaluation=dataclasses.replace(cfg.evaluation, protocol=protocol))
+        if dataset is None and ex.top_items_source(proto_cfg) != ex.top_items_source(base_cfg):
+            prepared = ex.prepare(proto_cfg, smaller(ex.load_dataset(proto_cfg)))  # e.g. chrono: train-side filter
+        else:
+            prepared = ex.Prepared(shared, make_split(seqs, protocol,
+                                                      time_cuts=shared.filters.get("top_items_time_cuts")))
         evaluation = dataclasses.replace(cfg.evaluation, protocol=protocol,
                                          max_users=cfg.quick.max_eval_users if quick else cfg.evaluation.max_users)
         records[protocol] = []

@@ -73,6 +73,68 @@ def data_info(name: str = typer.Argument("ml-1m", help="ml-1m, ml-100k or an int
 
 
 @app.command()
+def ground(name: str = typer.Argument("ml-1m", help="ml-1m, ml-100k or an interactions CSV/Parquet"),
+           data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt,
+           items: Optional[Path] = typer.Option(None, help="Items file for a generic interactions file."),
+           top_items: int = typer.Option(1000, help="Ground against the N most-rated items, as the experiments "
+                                                    "do (0: the whole catalog)."),
+           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Take the catalog from a run's "
+                                                                             "experiment.yaml (its data section "
+                                                                             "and protocol) instead."),
+           min_score: float = typer.Option(80.0, help="Least fuzzy score accepted (0..100)."),
+           truncated: bool = typer.Option(False, help="The answers were cut by the token limit: ignore an "
+                                                      "unfinished last line, as the DUALRec pipeline does."),
+           summary: bool = typer.Option(False, help="Also print titles, ungrounded, ambiguous and the "
+                                                    "hallucination rate to stderr.")):
+    """Ground LLM answers: stdin holds one JSON string per line (an answer, newlines inside allowed; null for no
+    answer); stdout gets one JSON object per line, {"titles": [{"text", "item", "title", "score", "why"}]}, item null
+    when no catalog film is named and why the rule that decided.
+
+    Examples: echo '"1. Toy Story 4\\n2. The Matrix"' | dualrec ground --data-dir ../shared/data
+    --ratings ../shared/data/ml-1m-ratings-head/ratings.dat ml-1m; re-ground a DUALRec run's answers (the
+    ``llm_text`` that ``dualrec predict`` writes): jq -c '.extras.llm_text' preds.jsonl | dualrec ground
+    -c RUN/experiment.yaml --data-dir ../shared/data --ratings ... --summary
+    """
+    import sys
+
+    from dualrec import experiment as ex
+    from dualrec.data.movielens import load
+    from dualrec.llm.parse import extract_titles
+
+    try:
+        if config is not None:
+            cfg = ex.run_config(config)
+            cfg.data.data_dir = str(data_dir) if data_dir else cfg.data.data_dir
+            cfg.data.ratings = str(ratings) if ratings else cfg.data.ratings
+            catalog = ex.load_dataset(cfg).catalog
+        else:
+            catalog = load(name, data_dir, ratings=ratings, items=items).top_items(top_items or None).catalog
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    totals = {"answers": 0, "titles": 0, "ungrounded": 0, "ambiguous": 0}
+    for number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            answer = json.loads(line)
+        except json.JSONDecodeError as exc:
+            _fail(f"stdin line {number}: not JSON ({exc.msg}); write each answer as one JSON string, e.g. "
+                  f"\"1. Heat (1995)\\n2. Fargo\"")
+        if answer is not None and not isinstance(answer, str):
+            _fail(f"stdin line {number}: a JSON {type(answer).__name__}, expected a string (the answer) or null")
+        grounded = catalog.ground_many(extract_titles(answer, truncated=truncated, catalog=catalog),
+                                       min_score=min_score)
+        totals["answers"] += 1
+        totals["titles"] += len(grounded)
+        totals["ambiguous"] += sum(g.ambiguous for g in grounded)
+        totals["ungrounded"] += sum(g.item is None and not g.ambiguous for g in grounded)
+        typer.echo(json.dumps({"titles": [g.to_dict() for g in grounded]}, ensure_ascii=False))
+    if summary:
+        rate = totals["ungrounded"] / totals["titles"] if totals["titles"] else 0.0
+        typer.echo(json.dumps({**totals, "hallucination_rate": rate}), err=True)
+
+
+@app.command()
 def train(model: Optional[str] = typer.Argument(None, help="Model name, e.g. lstm or duip (overrides the config's "
                                                             "model.name)."),
           config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,

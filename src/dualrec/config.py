@@ -21,6 +21,8 @@ class DataConfig:
     ratings: str | None = None     # ML-1M ratings.dat lying elsewhere (e.g. the shared half copy)
     items: str | None = None       # items file for a generic interactions file
     top_items: int | None = 1000   # DUALRec keeps the 1,000 most-rated movies
+    top_items_from: str | None = None  # all (the DUALRec paper) | train (the split's training side only);
+    #                                  None: train for chrono (no future popularity), all for strict and paper
     errors: str = "skip"           # skip (count) or raise on bad lines
 
 

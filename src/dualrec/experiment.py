@@ -6,11 +6,14 @@ A run folder holds ``experiment.yaml`` (the resolved config), ``model/`` (the sa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from dualrec.config import ExperimentConfig
 from dualrec.data.dataset import Dataset
@@ -25,16 +28,43 @@ class Prepared:
     split: Split
 
 
+TOP_ITEMS_SOURCES = ("all", "train")
+
+
+def top_items_source(cfg: ExperimentConfig) -> str:
+    """Where the top-items filter counts popularity: ``data.top_items_from``, else ``train`` under ``chrono`` (a
+    time split must not see future popularity) and ``all`` under ``strict`` and ``paper`` (the DUALRec paper's
+    choice, kept so those rows compare with the paper)."""
+    source = cfg.data.top_items_from or ("train" if cfg.evaluation.protocol == "chrono" else "all")
+    if source not in TOP_ITEMS_SOURCES:
+        raise ValueError(f"data.top_items_from must be one of {TOP_ITEMS_SOURCES}, got {source!r}")
+    return source
+
+
 def load_dataset(cfg: ExperimentConfig) -> Dataset:
+    """The configured data after the top-items filter. With ``top_items_from: train`` the protocol splits the
+    unfiltered data, popularity is counted on that split's training side, and (under ``chrono``) the time cuts are
+    kept in ``filters["top_items_time_cuts"]`` so :func:`prepare` splits the filtered data at the same instants."""
     from dualrec.data.movielens import load
 
     d = cfg.data
-    return load(d.name, d.data_dir, ratings=d.ratings, items=d.items, errors=d.errors).top_items(d.top_items)
+    source = top_items_source(cfg)
+    raw = load(d.name, d.data_dir, ratings=d.ratings, items=d.items, errors=d.errors)
+    if source == "all":
+        return raw.top_items(d.top_items, source="all")
+    if not d.top_items:
+        return raw
+    first = make_split(raw.sequences(), cfg.evaluation.protocol)
+    dataset = raw.top_items(d.top_items, counted=first.train.items, source="train")
+    if "time_cuts" in first.counts:
+        dataset.filters["top_items_time_cuts"] = list(first.counts["time_cuts"])
+    return dataset
 
 
 def prepare(cfg: ExperimentConfig, dataset: Dataset | None = None) -> Prepared:
     dataset = dataset or load_dataset(cfg)
-    return Prepared(dataset, make_split(dataset.sequences(), cfg.evaluation.protocol))
+    return Prepared(dataset, make_split(dataset.sequences(), cfg.evaluation.protocol,
+                                        time_cuts=dataset.filters.get("top_items_time_cuts")))
 
 
 def fit(cfg: ExperimentConfig, prepared: Prepared, run_dir: str | Path | None = None) -> Recommender:
@@ -45,7 +75,9 @@ def fit(cfg: ExperimentConfig, prepared: Prepared, run_dir: str | Path | None = 
     if run_dir:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.dump(run_dir / "experiment.yaml")
+        # the run says which catalog it was trained on (a copy: the caller's config may be shared)
+        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, top_items_from=top_items_source(cfg))).dump(
+            run_dir / "experiment.yaml")
         model.save(run_dir / "model")
     return model
 
@@ -101,13 +133,22 @@ def write_result(record: dict, out_dir: str | Path) -> Path:
     return out_dir / f"{stem}.json"
 
 
+def run_config(path: str | Path) -> ExperimentConfig:
+    """A run's saved ``experiment.yaml``; one saved before ``data.top_items_from`` existed was filtered on all data,
+    so it says ``all`` whatever its protocol's default is now."""
+    cfg = ExperimentConfig.load(path)
+    if "top_items_from" not in ((yaml.safe_load(Path(path).read_text()) or {}).get("data") or {}):
+        cfg.data.top_items_from = "all"
+    return cfg
+
+
 def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
              ratings: str | Path | None = None) -> tuple[ExperimentConfig, Recommender]:
     """A run's config and model; ``data_dir``/``ratings`` point its data section at where the data lies now."""
     run_dir = Path(run_dir)
     if not (run_dir / "experiment.yaml").exists():
         raise FileNotFoundError(f"{run_dir}: no experiment.yaml; create a run with `dualrec train --out {run_dir}`")
-    cfg = ExperimentConfig.load(run_dir / "experiment.yaml")
+    cfg = run_config(run_dir / "experiment.yaml")
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
     if ratings is not None:

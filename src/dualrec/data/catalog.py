@@ -2,68 +2,20 @@
 
 MovieLens writes titles library-style ("Matrix, The (1999)"); :func:`normalise_title` turns them into the form
 people and language models write ("The Matrix (1999)"). :meth:`Catalog.ground` maps any free text (an LLM's line,
-a user's typing) to the closest catalog item with a 0..100 score, using rapidfuzz.
+a user's typing) to the catalog film it names, or to none, and says which rule decided
+(:mod:`dualrec.data.grounding`).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-# Trailing articles MovieLens moves to the end: "Misérables, Les", "Avventura, L'".
-_ARTICLES = ("The", "A", "An", "Les", "La", "Le", "L'", "Il", "El", "Das", "Der", "Die", "Den", "Det", "Lo", "Los", "Las")
-_YEAR_RE = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
-_ARTICLE_RE = re.compile(r"^(?P<main>.+?), (?P<art>" + "|".join(re.escape(a) for a in _ARTICLES) + r")(?P<rest>(?: \([^()]*\))*)$")
-_PUNCT_RE = re.compile(r"[^\w\s]")
-_SPACE_RE = re.compile(r"\s+")
+from dualrec.data.grounding import Grounded, TitleMatcher, match_key, normalise_title, split_year
 
-
-def split_year(title: str) -> tuple[str, int | None]:
-    """``"Heat (1995)"`` -> ``("Heat", 1995)``; a title without a trailing year gives ``(title, None)``."""
-    m = _YEAR_RE.search(title)
-    if not m:
-        return title.strip(), None
-    return title[: m.start()].strip(), int(m.group(1))
-
-
-def normalise_title(raw: str) -> str:
-    """Move a trailing article to the front: ``"Matrix, The (1999)"`` -> ``"The Matrix (1999)"``.
-
-    Alternative titles in parentheses stay where they are ("The Confessional (Le Confessionnal) (1995)"), and an
-    elided article joins without a space ("Avventura, L' (1960)" -> "L'Avventura (1960)").
-    """
-    name, year = split_year(raw)
-    m = _ARTICLE_RE.match(name)
-    if m:
-        art = m.group("art")
-        sep = "" if art.endswith("'") else " "
-        name = f"{art}{sep}{m.group('main')}{m.group('rest')}"
-    return f"{name} ({year})" if year is not None else name
-
-
-def match_key(title: str) -> str:
-    """The form compared when grounding: lower case, no punctuation, one space, no year, no leading article."""
-    name, _ = split_year(normalise_title(title))
-    key = _SPACE_RE.sub(" ", _PUNCT_RE.sub(" ", name.lower())).strip()
-    for art in ("the ", "a ", "an "):
-        if key.startswith(art):
-            return key[len(art):]
-    return key
-
-
-@dataclass(frozen=True)
-class Grounded:
-    """One free-text title matched to a catalog item; ``score`` is 0..100 (100: same title and year)."""
-
-    text: str
-    item: int | None
-    title: str | None
-    score: float
-
+__all__ = ["Catalog", "Grounded", "match_key", "normalise_title", "split_year"]
 
 class Catalog:
     """Items with ``item`` (original id), ``title`` (normalised), ``raw_title``, ``year`` and ``genres``.
@@ -79,8 +31,7 @@ class Catalog:
         if genre_names is None:
             genre_names = sorted({g for gs in self.items["genres"] for g in gs})
         self.genre_names = list(genre_names)
-        self._keys: list[str] | None = None
-        self._key_rows: np.ndarray | None = None
+        self._matcher: TitleMatcher | None = None
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, id_col: str = "item", title_col: str = "title",
@@ -158,56 +109,27 @@ class Catalog:
 
     # ---- grounding ----------------------------------------------------------------------------------------
 
-    def _match_keys(self) -> tuple[list[str], np.ndarray]:
-        """Every item is reachable by its normalised title and, if it has one, its parenthesised alternative."""
-        if self._keys is None:
-            keys, rows = [], []
-            for r, raw in enumerate(self.items["raw_title"]):
-                name, _ = split_year(raw)
-                main = re.sub(r"\s*\([^()]*\)\s*$", "", name) if name.endswith(")") else name
-                for k in {match_key(name), match_key(main)} | set(match_key(a) for a in re.findall(r"\(([^()]*)\)", name)):
-                    if k:
-                        keys.append(k)
-                        rows.append(r)
-            self._keys, self._key_rows = keys, np.asarray(rows, dtype=np.int64)
-        return self._keys, self._key_rows
+    def matcher(self) -> TitleMatcher:
+        """The grounding index over this catalog's titles, built on first use."""
+        if self._matcher is None:
+            self._matcher = TitleMatcher(self.items["raw_title"].tolist(),
+                                         [None if pd.isna(y) else int(y) for y in self.items["year"]],
+                                         self.items["title"].tolist(), self.ids)
+        return self._matcher
 
     def ground(self, text: str, min_score: float = 80.0, allowed: np.ndarray | None = None) -> Grounded:
-        """The catalog item ``text`` names, or ``Grounded(item=None)`` when none scores ``min_score``."""
+        """The catalog item ``text`` names, or ``Grounded(item=None)`` with the reason (``why``) when none does."""
         return self.ground_many([text], min_score=min_score, allowed=allowed)[0]
 
     def ground_many(self, texts: Sequence[str], min_score: float = 80.0,
                     allowed: np.ndarray | None = None) -> list[Grounded]:
-        """Ground many texts in one vectorised rapidfuzz call.
-
-        Score: rapidfuzz ``ratio`` of the match keys (title without year and leading article); when the text gives
-        a year, a different catalog year costs 5 points if one year off and 15 otherwise, so "Heat (1995)" and
-        "Heat (1986)" ground to different films. ``allowed`` restricts the candidates to these item ids.
-        """
-        from rapidfuzz import fuzz, process
-
+        """Ground many texts: exact titles first, then near spellings that are the same film (rules and scores in
+        :mod:`dualrec.data.grounding`). ``min_score`` is the least fuzzy ratio accepted; ``allowed`` restricts
+        the films that may be returned to these item ids."""
         if not texts:
             return []
-        keys, key_rows = self._match_keys()
-        if allowed is not None:
-            keep = np.isin(key_rows, self.rows(np.asarray(allowed, dtype=np.int64)))
-            keys = [k for k, m in zip(keys, keep) if m]
-            key_rows = key_rows[keep]
-        queries = [match_key(t) for t in texts]
-        scores = process.cdist(queries, keys, scorer=fuzz.ratio, dtype=np.float32, workers=1)
-        q_years = np.array([y if (y := split_year(t.strip())[1]) is not None else -1 for t in texts])
-        cat_years = self.items["year"].fillna(-1).to_numpy(np.int64)[key_rows]
-        gap = np.abs(q_years[:, None] - cat_years[None, :])
-        penalty = np.where(q_years[:, None] < 0, 0, np.where(gap == 0, 0, np.where(gap == 1, 5, 15)))
-        scores = scores - penalty
-        best = scores.argmax(axis=1) if len(keys) else np.zeros(len(texts), dtype=np.int64)
-        out = []
-        titles = self.items["title"].to_numpy()
-        for i, text in enumerate(texts):
-            s = float(scores[i, best[i]]) if len(keys) else 0.0
-            if s >= min_score and queries[i]:
-                r = key_rows[best[i]]
-                out.append(Grounded(text, int(self.ids[r]), str(titles[r]), s))
-            else:
-                out.append(Grounded(text, None, None, max(s, 0.0)))
-        return out
+        return self.matcher().ground_many(list(texts), min_score=min_score, allowed=allowed)
+
+    def is_exact_title(self, text: str) -> bool:
+        """Whether ``text`` is a catalog title (or alternate title) after normalisation, whatever its year."""
+        return bool(self.matcher().exact_rows(text))

@@ -78,18 +78,25 @@ class Dataset:
     reports: list[LoadReport] = field(default_factory=list)
     filters: dict = field(default_factory=dict)
 
-    def top_items(self, n: int | None) -> "Dataset":
+    def top_items(self, n: int | None, counted: np.ndarray | None = None, source: str = "all") -> "Dataset":
         """Keep the ``n`` most-rated items (ties broken by smaller id), as DUALRec's preprocessing does.
 
-        The catalog shrinks to those items; the dropped ratings are counted in :attr:`filters`.
+        ``counted``: the item ids (one per interaction) the popularity is counted on; by default every interaction,
+        as the DUALRec paper does. Counting only a split's training side (``source="train"``) keeps held-out
+        interactions, and under a time split the future, out of the choice. The catalog shrinks to the kept items;
+        :attr:`filters` records ``top_items``, ``top_items_from`` (``source``) and the dropped ratings.
         """
-        if not n or n >= self.interactions["item"].nunique():
+        if not n:
             return self
-        counts = self.interactions["item"].value_counts()
+        if counted is None and n >= self.interactions["item"].nunique():
+            return self
+        items = self.interactions["item"] if counted is None else pd.Series(np.asarray(counted, dtype=np.int64))
+        counts = items.value_counts()
         counts = counts.sort_index().sort_values(ascending=False, kind="stable")
         keep = np.sort(counts.index[:n].to_numpy())
+        keep = keep[self.catalog.has(keep)]
         mask = self.interactions["item"].isin(keep).to_numpy()
-        filters = dict(self.filters, top_items=n, ratings_outside_top_items=int((~mask).sum()))
+        filters = dict(self.filters, top_items=n, top_items_from=source, ratings_outside_top_items=int((~mask).sum()))
         return Dataset(self.name, self.interactions[mask].reset_index(drop=True), self.catalog.subset(keep),
                        self.reports, filters)
 

@@ -70,6 +70,9 @@ def evaluate(model: Recommender, cases: EvalCases, catalog: Catalog, ks: Sequenc
         ungrounded = sum(e.get("ungrounded", 0) for e in recs.extras)
         counts.update(generated_titles=generated, ungrounded_titles=ungrounded,
                       fallbacks=sum(int(e.get("fallback", False)) for e in recs.extras))
+        ambiguous = sum(e.get("ambiguous", 0) for e in recs.extras)
+        if ambiguous:  # real titles naming several catalog films: neither ranked nor hallucinated
+            counts["ambiguous_titles"] = ambiguous
         metrics["hallucination_rate"] = ungrounded / generated if generated else 0.0
         answered = [bool(e["answered"]) for e in recs.extras if "answered" in e]
         if answered:   # coverage: the share of users the LLM answered with at least one real item

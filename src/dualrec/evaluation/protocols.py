@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -79,8 +80,13 @@ def split_paper(seqs: Sequences, fractions=(0.70, 0.15, 0.15), n_targets: int = 
     })
 
 
-def split_chrono(seqs: Sequences, fractions=(0.80, 0.10, 0.10)) -> Split:
-    t1, t2 = np.quantile(seqs.times, [fractions[0], fractions[0] + fractions[1]])
+def split_chrono(seqs: Sequences, fractions=(0.80, 0.10, 0.10), time_cuts: Sequence[int] | None = None) -> Split:
+    """``time_cuts`` (train end, validation end) fixes the cuts instead of taking them from ``seqs``' quantiles: the
+    cuts the top-items filter counted before (``data.top_items_from: train``) stay the split's cuts."""
+    if time_cuts is not None:
+        t1, t2 = time_cuts
+    else:
+        t1, t2 = np.quantile(seqs.times, [fractions[0], fractions[0] + fractions[1]])
     train_lists, train_times = [], []
     v_users, v_hist, v_tgt, t_users, t_hist, t_tgt = [], [], [], [], [], []
     for i in range(len(seqs)):
@@ -100,11 +106,12 @@ def split_chrono(seqs: Sequences, fractions=(0.80, 0.10, 0.10)) -> Split:
                   "test_cases": len(t_users)})
 
 
-def make_split(seqs: Sequences, protocol: str = "strict") -> Split:
+def make_split(seqs: Sequences, protocol: str = "strict", time_cuts: Sequence[int] | None = None) -> Split:
+    """``time_cuts`` only applies to ``chrono`` (see :func:`split_chrono`)."""
     if protocol == "strict":
         return split_strict(seqs)
     if protocol == "paper":
         return split_paper(seqs)
     if protocol == "chrono":
-        return split_chrono(seqs)
+        return split_chrono(seqs, time_cuts=time_cuts)
     raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")

@@ -205,7 +205,8 @@ class DualRec(Recommender):
                 parsed = parse_and_ground(comp.text, self.catalog, histories[i], min_score=c.min_ground_score,
                                           truncated=comp.finish_reason == "length")
                 e.update(titles=parsed.titles, generated=len(parsed.titles), ungrounded=len(parsed.ungrounded),
-                         ungrounded_titles=parsed.ungrounded, in_history=len(parsed.in_history))
+                         ungrounded_titles=parsed.ungrounded, in_history=len(parsed.in_history),
+                         ambiguous=len(parsed.ambiguous))
                 if parsed.items:
                     n = len(parsed.items)
                     results[i] = (np.asarray(parsed.items, np.int64), np.arange(n, 0, -1, dtype=np.float32))

@@ -410,7 +410,9 @@ class DUIP(NeuralRecommender):
                 hit = g is not None and g.item is not None
                 items.append(np.array([g.item] if hit else [], dtype=np.int64))
                 scores.append(np.array([g.score] if hit else [], dtype=np.float32))
-                extras.append({"text": text, "generated": 1, "ungrounded": int(not hit)})
+                ambiguous = g is not None and g.ambiguous  # a real title naming several films: not a hallucination
+                extras.append({"text": text, "generated": 1, "ungrounded": int(not hit and not ambiguous),
+                               "ambiguous": int(ambiguous)})
             timings["ground"] += time.perf_counter() - start
         return Recommendations(items, scores, extras, timings)
 

@@ -214,7 +214,7 @@ def create_app(settings: ServeSettings, recommenders: dict[str, "Recommender"] |
             for i, g in zip(texts, catalog.ground_many([refs[i] for i in texts])):
                 if g.item is None:
                     unknown.append({"type": "unknown_title", "loc": loc(i, "title"), "input": refs[i],
-                                    "msg": f"no catalog title matches {refs[i]!r} (best score {g.score:.0f} < 80)"})
+                                    "msg": f"no catalog film matches {refs[i]!r} ({g.why})"})
                 else:
                     ids[i] = g.item
         if unknown:
