@@ -194,6 +194,7 @@ def render(out_dir: Path) -> dict[str, str]:
     blocks = {}
     for protocol in ("paper", "strict"):
         recs = [json.loads(p.read_text()) for p in sorted((out_dir / protocol).glob("*.json"))]
+        recs = [r for r in recs if r.get("row") in order]   # this table's rows; other commands' records stay out
         recs = sorted(recs, key=lambda r: (order.get(r.get("row"), 99), -r["counts"]["users"]))
         for r in recs:   # a row's label is the table's current one (records written before a relabelling too)
             if r.get("row") in order:
