@@ -362,12 +362,12 @@ class DUIP(NeuralRecommender):
         return super().training_windows(train)
 
     def validation_windows(self, valid):
-        x, y = super().validation_windows(valid)
+        windows = super().validation_windows(valid)
         cap = self.config.max_valid_windows
-        if len(y) > cap:
-            keep = np.sort(np.random.default_rng(self.config.seed).choice(len(y), cap, replace=False))
-            x, y = x[keep], y[keep]
-        return x, y
+        if len(windows) > cap:
+            windows = windows.subset(np.sort(np.random.default_rng(self.config.seed).choice(len(windows), cap,
+                                                                                           replace=False)))
+        return windows
 
     def build_optimizer(self):
         import torch

@@ -58,9 +58,10 @@ Departures (why):
 * In training, the adaptor's dropout mask and gate noise are drawn once per item per batch (shared by every
   occurrence of that item in the batch and by the scored table), and one mask serves all experts, where RecBole
   draws them per occurrence and per expert: that is what lets the adaptor run once over the catalog.
-* Training matmuls under bf16 autocast where the hardware has native bf16 (``bf16``; 5x fp32 matmul throughput on
-  an AVX512-BF16 core); weights, loss, scores and all inference stay fp32. Dropout masks come from ``torch.rand``
-  (:func:`~dualrec.models.sasrec.rand_dropout`, the same distribution as ``nn.Dropout``, 3-4x faster on CPU).
+* Training matmuls under bf16 autocast where the hardware has native bf16 (``precision="auto"``, the shared
+  trainer's; 5x fp32 matmul throughput on an AVX512-BF16 core); weights, cosine scores and all inference stay fp32.
+  Dropout masks come from ``torch.rand`` (:class:`~dualrec.models.sasrec.RandDropout`, the same distribution as
+  ``nn.Dropout``, 3-4x faster on CPU).
 """
 
 from __future__ import annotations
@@ -91,26 +92,21 @@ class UniSRecConfig(NeuralConfig):
     init_std: float = 0.02        # initializer_range
     lr: float = 0.001
     batch_size: int = 128         # RecBole train_batch_size: 2048
-    bf16: bool | None = None      # bf16 autocast of training matmuls; None: where the hardware has native bf16
+    precision: str = "auto"       # training matmuls under bf16 autocast where the hardware has native bf16
     cache: str | None = None      # text-vector cache folder; None: $DUALREC_CACHE or the user cache
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "UniSRecConfig":
+        """Also reads configs saved with the former ``bf16`` switch (None/True/False: precision auto/bf16/32)."""
+        values = dict(values or {})
+        if "bf16" in values:
+            values.setdefault("precision", {None: "auto", True: "bf16", False: "32"}[values.pop("bf16")])
+        return super().from_dict(values)
 
 
 def item_texts(catalog: Catalog) -> list[str]:
     """The text embedded per item: title and genres, ``"Toy Story (1995). Animation, Children's, Comedy"``."""
     return [f"{t}. {', '.join(g)}" if len(g) else t for t, g in zip(catalog.items["title"], catalog.items["genres"])]
-
-
-def use_bf16(setting: bool | None, device) -> bool:
-    """``setting``, or for ``None`` whether ``device`` has native bf16 matmuls (AVX512-BF16/AMX CPU, CUDA)."""
-    import torch
-
-    if setting is not None:
-        return setting
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    from dualrec.utils import cpu_has_native_bf16
-
-    return device.type == "cpu" and cpu_has_native_bf16()
 
 
 class UniSRec(NeuralRecommender):
@@ -135,21 +131,12 @@ class UniSRec(NeuralRecommender):
             self._text = f.get_tensor("text").numpy()   # the saved vectors: no re-encoding, identical rankings
         super()._load(path)
 
-    def training_step(self, xb, yb):
-        """The shared cross-entropy on ``cos / tau``, the network's matmuls under bf16 autocast where fast."""
-        import torch
-        import torch.nn.functional as F
-
-        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=use_bf16(self.config.bf16, xb.device)):
-            logits = self.net(xb)
-        return logits, F.cross_entropy(logits, yb)
-
     def build_network(self):
         import torch
         import torch.nn.functional as F
         from torch import nn
 
-        from dualrec.models.sasrec import attention_blocks, rand_dropout, run_blocks
+        from dualrec.models.sasrec import RandDropout, attention_blocks, run_blocks
 
         c: UniSRecConfig = self.config
         n, d, L, G = len(self.catalog), c.hidden, c.max_len, c.n_experts
@@ -167,12 +154,12 @@ class UniSRec(NeuralRecommender):
                                              else torch.zeros(G, t))
                 self.w_gate = nn.Parameter(torch.zeros(t, G))                                 # W_2 (gate)
                 self.w_noise = nn.Parameter(torch.zeros(t, G))                                # W_3 (gate noise)
-                self.adaptor_drop = rand_dropout(c.adaptor_dropout)
+                self.adaptor_drop = RandDropout(c.adaptor_dropout)
                 self.id_emb = nn.Embedding(n, d) if c.transductive else None                  # e_i
                 self.pos_emb = nn.Embedding(L, d)
                 self.ln_in = nn.LayerNorm(d, eps=1e-12)
-                self.drop = rand_dropout(c.dropout)
-                self.blocks = attention_blocks(d, c.num_heads, c.num_blocks, c.dropout, rand_dropout)
+                self.drop = RandDropout(c.dropout)
+                self.blocks = attention_blocks(d, c.num_heads, c.num_blocks, c.dropout, RandDropout)
                 self.ln_out = nn.LayerNorm(d, eps=1e-8)
                 self.register_buffer("causal", torch.triu(torch.ones(L, L, dtype=torch.bool), 1),
                                      persistent=False)
