@@ -1,4 +1,4 @@
-"""Training throughput of the one loop, ``targets=last`` vs ``targets=all``, for the Stage-1 LSTM and SASRec.
+"""Training throughput of the one loop, ``targets=last`` vs ``targets=all``: the Stage-1 LSTM, GRU4Rec, SASRec.
 
 Each (model, mode) trains one epoch through the real loop (:mod:`dualrec.models.training`) on a seeded sample of
 ``--rows`` training rows of the strict split (ML-1M shared copy, top-1000 items), then prints rows/s (a row is a
@@ -22,7 +22,8 @@ from dualrec.evaluation.protocols import make_split
 from dualrec.experiment import load_dataset
 from dualrec.models import build_model
 
-RUNS = [("lstm", "last"), ("lstm", "all"), ("sasrec", "last"), ("sasrec", "all")]
+RUNS = [("lstm", "last"), ("lstm", "all"), ("gru4rec", "last"), ("gru4rec", "all"), ("sasrec", "last"),
+        ("sasrec", "all")]
 
 
 def main() -> None:

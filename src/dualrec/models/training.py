@@ -119,7 +119,7 @@ class SequenceTask(L.LightningModule):
         self.valid = valid
         self.resuming = resuming
         self.history: list[dict] = []
-        self.best: tuple[float, dict] | None = None   # (validation NDCG@10, weights) of the best epoch so far
+        self.best: tuple[float, dict] | None = None   # with patience: (validation NDCG@10, weights) of the best epoch
 
     # ---- data and optimizer --------------------------------------------------------------------------------
 
@@ -148,7 +148,7 @@ class SequenceTask(L.LightningModule):
         n = torch.tensor(float(len(targets)), device=loss.device)
         total = self.trainer.strategy.reduce(n.clone(), reduce_op="sum") if self.trainer.world_size > 1 else n
         with torch.no_grad():
-            top5 = logits.topk(5, dim=1).indices
+            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
             self._sums += torch.tensor([loss.item() * len(targets), (top5[:, 0] == targets).sum().item(),
                                         (top5 == targets[:, None]).any(1).sum().item(), len(targets), len(xb)],
                                        dtype=torch.float64)
@@ -169,7 +169,8 @@ class SequenceTask(L.LightningModule):
         if self.valid is not None and len(self.valid):
             row.update(self.validate())
             self.log("val_ndcg10", row["val_ndcg10"], logger=False, sync_dist=True)
-            if self.best is None or row["val_ndcg10"] > self.best[0]:
+            better = self.best is None or row["val_ndcg10"] > self.best[0]
+            if self.recommender.config.patience is not None and better:
                 self.best = (row["val_ndcg10"], {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()})
         self.history.append(row)
         if self.recommender.config.progress and self.trainer.is_global_zero:
@@ -190,7 +191,7 @@ class SequenceTask(L.LightningModule):
             logits = self.net(torch.as_tensor(v.x[lo:hi], device=self.device)).float()
             yb = torch.as_tensor(v.y[lo:hi], device=self.device)
             loss += F.cross_entropy(logits, yb, reduction="sum").item()
-            t5 = logits.topk(5, dim=1).indices
+            t5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
             top1 += (t5[:, 0] == yb).sum().item()
             top5 += (t5 == yb[:, None]).any(1).sum().item()
             owner = np.repeat(np.arange(hi - lo), np.diff(v.seen_start[lo:hi + 1]))
@@ -248,7 +249,7 @@ def train(recommender, x: np.ndarray, y: np.ndarray, valid: ValidationWindows | 
                         gradient_clip_val=c.grad_clip, callbacks=callbacks, logger=False,
                         enable_checkpointing=checkpoint_dir is not None, enable_progress_bar=c.progress,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                        use_distributed_sampler=False, deterministic=False)
+                        use_distributed_sampler=False)
     with warnings.catch_warnings():
         # one in-memory tensor dataset: worker processes would only copy it
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
