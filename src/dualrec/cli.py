@@ -151,6 +151,8 @@ def evaluate(run: Optional[Path] = typer.Option(None, help="Run folder written b
         _fail(str(exc))
     if m is None:
         m = ex.fit(cfg, prepared, out)
+        if not m.is_global_zero:   # another process of a multi-process fit: rank 0 evaluates
+            return
     result = ex.run_evaluation(cfg, m, prepared, split)
     record = ex.result_record(cfg, m, prepared, result, split)
     path = ex.write_result(record, out or run or Path("results") / m.name)
