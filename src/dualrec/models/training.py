@@ -231,6 +231,9 @@ def train(recommender, x: np.ndarray, y: np.ndarray, valid: ValidationWindows | 
     accelerator, devices = _accelerator(recommender.device, c.devices)
     resume = checkpoint_dir / "last.ckpt" if checkpoint_dir is not None else None
     resume = resume if resume is not None and resume.exists() else None
+    if resume is None and checkpoint_dir is not None and (checkpoint_dir / "last.pt").exists():
+        warnings.warn(f"{checkpoint_dir / 'last.pt'} was written by the former training loop and cannot be resumed; "
+                      "training starts from scratch")
     task = SequenceTask(recommender, x, y, valid, resume)
     callbacks = []
     if c.progress:
