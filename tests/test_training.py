@@ -107,12 +107,14 @@ def test_validation_ndcg_is_the_evaluators_under_strict(tiny):
     assert m.history[-1]["val_ndcg10"] == pytest.approx(ndcg, abs=1e-9)
 
 
-def test_early_stopping_keeps_the_best_epoch(tiny):
-    """With lr 0 nothing improves after epoch 1: patience 2 stops after epoch 3."""
+def test_early_stopping_keeps_the_best_epoch(tiny, tmp_path):
+    """With lr 0 nothing improves after epoch 1: patience 2 stops after epoch 3, and the same call again (a resume)
+    trains nothing more."""
     catalog, split = tiny
-    m = build_model("gru4rec", dict(SMALL["gru4rec"], lr=0.0, epochs=10, patience=2, progress=False))
-    m.fit(split.train, catalog, valid=split.valid)
-    assert [h["epoch"] for h in m.history] == [1, 2, 3]
+    for _ in range(2):
+        m = build_model("gru4rec", dict(SMALL["gru4rec"], lr=0.0, epochs=10, patience=2, progress=False))
+        m.fit(split.train, catalog, valid=split.valid, checkpoint_dir=tmp_path)
+        assert [h["epoch"] for h in m.history] == [1, 2, 3]
     m = build_model("gru4rec", dict(SMALL["gru4rec"], lr=0.05, epochs=4, patience=1, progress=False))
     m.fit(split.train, catalog, valid=split.valid)
     ndcg = evaluate(m, split.valid, catalog, ks=(10,), progress=False).metrics["NDCG@10"]

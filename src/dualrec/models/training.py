@@ -120,6 +120,7 @@ class SequenceTask(L.LightningModule):
         self.resuming = resuming
         self.history: list[dict] = []
         self.best: tuple[float, dict] | None = None   # with patience: (validation NDCG@10, weights) of the best epoch
+        self.stopped = False                           # early stopping ended the fit (restored on resume)
 
     # ---- data and optimizer --------------------------------------------------------------------------------
 
@@ -209,11 +210,16 @@ class SequenceTask(L.LightningModule):
     # ---- checkpoints carry the history and the best weights ------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["dualrec"] = {"history": self.history, "best": self.best}
+        # saved after early stopping's decision of the epoch: a stopped fit stays stopped when resumed
+        checkpoint["dualrec"] = {"history": self.history, "best": self.best, "stopped": self.trainer.should_stop}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("dualrec", {})
-        self.history, self.best = state.get("history", []), state.get("best")
+        self.history, self.best, self.stopped = state.get("history", []), state.get("best"), state.get("stopped")
+
+    def on_train_start(self) -> None:
+        if self.stopped:
+            self.trainer.should_stop = True
 
 
 def _accelerator(device: str, devices: int) -> tuple[str, int | list[int]]:
