@@ -133,6 +133,9 @@ class SequenceTask(L.LightningModule):
         return self.recommender.build_optimizer()
 
     def on_fit_start(self) -> None:
+        # every submodule trains, a pre-trained part loaded in eval mode too (DUIP's LM: its LoRA dropout), as
+        # Lightning keeps each submodule's mode as it finds it
+        self.net.train()
         if self.resuming is not None and self.recommender.config.progress and self.trainer.is_global_zero:
             print(f"{self.recommender.name}: resuming from {self.resuming}", flush=True)
 
