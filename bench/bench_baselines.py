@@ -1,8 +1,8 @@
 """Training and inference speed of the paper-table baselines on this machine (figures printed, never asserted).
 
 For each model: fit on the strict training split of ML-1M (shared copy, top-1000 items) with a bounded budget
-(neural models: one epoch over ``--windows`` windows, reported as training windows/s and the projected seconds
-per full epoch; SKNN/SLIM/MostPop: the full fit), then time ``recommend(k=20)`` over ``--users`` held-out
+(neural models: one epoch over ``--windows`` training rows, reported as training rows/s and the projected
+seconds per full epoch; SKNN/SLIM/MostPop: the full fit), then time ``recommend(k=20)`` over ``--users`` held-out
 histories in batches of 256 (users/s).
 
     python bench/bench_baselines.py --data-dir ../shared/data \\
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default="../shared/data")
     ap.add_argument("--ratings", default="../shared/data/ml-1m-ratings-head/ratings.dat")
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--windows", type=int, default=20000, help="training windows timed per neural model")
+    ap.add_argument("--windows", type=int, default=20000, help="training rows timed per neural model")
     ap.add_argument("--users", type=int, default=2000, help="held-out histories timed at inference")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = ap.parse_args()
@@ -44,7 +44,7 @@ def main() -> None:
     histories = split.test.histories[: args.users]
     print(f"data {dataset.name} ({dataset.fingerprint()}), {len(dataset.catalog)} items, "
           f"{len(split.train)} training users, torch threads {torch.get_num_threads()}")
-    print("| model | fit s (budget) | train windows/s | projected s/epoch (all windows) | inference users/s |")
+    print("| model | fit s (budget) | train rows/s | projected s/epoch (all rows) | inference users/s |")
     print("|---|---:|---:|---:|---:|")
     for name in args.models.split(","):
         model = build_model(name)
@@ -59,9 +59,9 @@ def main() -> None:
         if neural:
             row = model.history[-1]
             model.config.max_windows = None
-            all_windows = len(model.training_windows(split.train)[1])
-            print(f"| {name} | {model.fit_seconds:.1f} ({args.windows} windows) | {row['windows_per_s']:.0f} | "
-                  f"{all_windows / row['windows_per_s']:.0f} | {users_per_s:.0f} |")
+            all_rows = len(model.training_windows(split.train)[1])
+            print(f"| {name} | {model.fit_seconds:.1f} ({args.windows} rows) | {row['rows_per_s']:.0f} | "
+                  f"{all_rows / row['rows_per_s']:.0f} | {users_per_s:.0f} |")
         else:
             print(f"| {name} | {model.fit_seconds:.1f} (full) | - | - | {users_per_s:.0f} |")
 

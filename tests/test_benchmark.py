@@ -33,8 +33,8 @@ def test_quick_benchmark_writes_json_tables_chart_and_paper_comparison(tmp_path,
         assert gru["config"]["model"]["epochs"] == 1 and gru["config"]["model"]["hidden"] == 32
         table = (out / f"{protocol}.md").read_text()
         # a budgeted neural fit is labelled with its budget wherever it is shown
-        assert gru["label"] == "gru4rec (1 ep x 3k windows)" and "label" not in recs[0]
-        assert "| mostpop |" in table and "| gru4rec (1 ep x 3k windows) |" in table
+        assert gru["label"] == "gru4rec (1 ep x 3k rows)" and "label" not in recs[0]
+        assert "| mostpop |" in table and "| gru4rec (1 ep x 3k rows) |" in table
         assert f"Protocol: {protocol}" in table
         png = (out / f"{protocol}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -42,7 +42,7 @@ def test_quick_benchmark_writes_json_tables_chart_and_paper_comparison(tmp_path,
     assert records["strict"][0]["data"]["split_counts"] != records["paper"][0]["data"]["split_counts"]
     comparison = (out / "paper-table.md").read_text()
     assert "| mostpop | 0.0004 | 0.0070 | 0.0053 |" in comparison
-    assert "| gru4rec (1 ep x 3k windows) | - | - | - |" in comparison
+    assert "| gru4rec (1 ep x 3k rows) | - | - | - |" in comparison
 
 
 def test_tuning_uses_the_validation_split_and_keeps_the_best(tmp_path, ml1m_small):

@@ -24,14 +24,17 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "lstm-paper"
-    invoke("train", "lstm", "-c", "configs/lstm.yaml", "--protocol", "paper", *DATA, *TINY, "--out", out)
+    invoke("train", "lstm", "-c", "configs/lstm.yaml", "--protocol", "paper", *DATA, *TINY, "--devices", 1,
+           "--strategy", "auto", "--out", out)
     return out
 
 
 def test_train_writes_a_complete_run(run_dir):
     for name in ("experiment.yaml", "model/config.json", "model/model.safetensors", "history.json",
-                 "training_curves.png"):
+                 "training_curves.png", "checkpoints/last.ckpt"):
         assert (run_dir / name).exists(), name
+    model = json.loads((run_dir / "model" / "config.json").read_text())["config"]
+    assert (model["devices"], model["strategy"], model["targets"]) == (1, "auto", "last")
 
 
 def test_evaluate_writes_json_and_markdown(run_dir, ml1m_top1000):

@@ -213,7 +213,8 @@ def run_one(entry: dict, evaluation: EvalConfig, cfg: BenchmarkConfig, prepared,
     if opts.get("max_windows"):   # a budgeted neural fit says so wherever the record is shown
         n = opts["max_windows"]
         size = f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"{n:,}"
-        record["label"] = f"{entry['name']} ({opts.get('epochs', '?')} ep x {size} windows)"
+        unit = "rows" if getattr(model.config, "targets", "last") == "all" else "windows"   # all: rows of max_len
+        record["label"] = f"{entry['name']} ({opts.get('epochs', '?')} ep x {size} {unit})"
     return record
 
 

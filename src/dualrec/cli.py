@@ -140,18 +140,24 @@ def train(model: Optional[str] = typer.Argument(None, help="Model name, e.g. lst
           config: Optional[Path] = ConfigOpt, overrides: Optional[list[str]] = SetOpt,
           protocol: Optional[str] = typer.Option(None, help="strict | paper | chrono"),
           data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt,
+          devices: Optional[int] = typer.Option(None, help="Processes (CPU) or GPUs for a neural model "
+                                                           "(model.devices)."),
+          strategy: Optional[str] = typer.Option(None, help="Lightning strategy for several devices, e.g. ddp "
+                                                            "(model.strategy)."),
           out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run folder (resumes if it has a "
                                                                             "checkpoint).")):
     """Train a model on a protocol's training split and save it (safetensors + config) in a run folder.
 
     Example: dualrec train lstm -c configs/lstm.yaml --ratings ../shared/data/ml-1m-ratings-head/ratings.dat
-    --data-dir ../shared/data --protocol strict --out runs/lstm-strict
+    --data-dir ../shared/data --protocol strict --out runs/lstm-strict (add --devices 2 --strategy ddp for two
+    processes; the same command again resumes from the run's last checkpoint)
     """
     from dualrec import experiment as ex
 
     cfg = _config(config, overrides, **{"model.name": model, "evaluation.protocol": protocol,
                                         "data.data_dir": str(data_dir) if data_dir else None,
-                                        "data.ratings": str(ratings) if ratings else None})
+                                        "data.ratings": str(ratings) if ratings else None,
+                                        "model.devices": devices, "model.strategy": strategy})
     try:
         prepared = ex.prepare(cfg)
     except (FileNotFoundError, ValueError) as exc:
@@ -159,6 +165,8 @@ def train(model: Optional[str] = typer.Argument(None, help="Model name, e.g. lst
     typer.echo(f"data {prepared.dataset.name}: {len(prepared.dataset.interactions):,} interactions, "
                f"{len(prepared.dataset.catalog):,} items; split {cfg.evaluation.protocol}: {prepared.split.counts}")
     m = ex.fit(cfg, prepared, out)
+    if not m.is_global_zero:   # another process of a multi-process fit: rank 0 writes the run
+        return
     history = getattr(m, "history", None)
     if history:
         from dualrec.models.neural import training_curves
@@ -205,6 +213,8 @@ def evaluate(run: Optional[Path] = typer.Option(None, help="Run folder written b
         _fail(str(exc))
     if m is None:
         m = ex.fit(cfg, prepared, out)
+        if not m.is_global_zero:   # another process of a multi-process fit: rank 0 evaluates
+            return
     result = ex.run_evaluation(cfg, m, prepared, split)
     record = ex.result_record(cfg, m, prepared, result, split)
     path = ex.write_result(record, out or run or Path("results") / m.name)

@@ -72,7 +72,7 @@ def fit(cfg: ExperimentConfig, prepared: Prepared, run_dir: str | Path | None = 
     model = build_model(cfg.model_name, cfg.model_options())
     ckpt = Path(run_dir) / "checkpoints" if run_dir else None
     model.fit(prepared.split.train, prepared.dataset.catalog, valid=prepared.split.valid, checkpoint_dir=ckpt)
-    if run_dir:
+    if run_dir and model.is_global_zero:   # the other processes of a multi-process fit write nothing
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         # the run says which catalog it was trained on (a copy: the caller's config may be shared)

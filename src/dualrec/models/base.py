@@ -77,6 +77,7 @@ class Recommender(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    is_global_zero: bool = True   # False in the other processes of a multi-process (DDP) fit
 
     def __init__(self, config: ModelConfig | dict | None = None):
         if not isinstance(config, ModelConfig):

@@ -4,8 +4,8 @@
     [BOS] [soft prompt] "Movies I watched recently:" \\n title_1 ... \\n title_k "\\nThe next movie I will watch is:"
       --causal LM (frozen | LoRA | full)--> last hidden state [B, d] --item head--> logits over the catalog [B, n_items]
 
-Training is the foundation's one loop (:class:`~dualrec.models.neural.NeuralRecommender`): sliding windows, Adam,
-cross-entropy on the next item, per-epoch checkpoints to resume from, safetensors. Gradients flow from the loss
+Training is the one loop of every neural model (:mod:`dualrec.models.training`): sliding windows (``targets="last"``
+only: one output per history), Adam, cross-entropy on the next item, per-epoch checkpoints to resume from. Gradients flow from the loss
 through the LM (frozen or not) into f and the LSTM.
 
 Design choices where the paper is silent (see docs/duip.md for the numbers behind them):
@@ -362,12 +362,12 @@ class DUIP(NeuralRecommender):
         return super().training_windows(train)
 
     def validation_windows(self, valid):
-        x, y = super().validation_windows(valid)
+        windows = super().validation_windows(valid)
         cap = self.config.max_valid_windows
-        if len(y) > cap:
-            keep = np.sort(np.random.default_rng(self.config.seed).choice(len(y), cap, replace=False))
-            x, y = x[keep], y[keep]
-        return x, y
+        if len(windows) > cap:
+            windows = windows.subset(np.sort(np.random.default_rng(self.config.seed).choice(len(windows), cap,
+                                                                                           replace=False)))
+        return windows
 
     def build_optimizer(self):
         import torch

@@ -12,12 +12,17 @@ the last item ``l``. Two documented adaptations:
   per-item embedding over the user's last ``max_len`` items (the FISM-style fold-in used by FOSSIL, He & McAuley
   2016, which the FPMC authors' later work also compares against). With ``max_len`` items this stays personalised.
 * **loss**: the shared full-softmax cross-entropy instead of S-BPR with sampled negatives (same ranking objective,
-  every negative used; the catalog is 1,000 items). Factor size 64 (the paper sweeps 8..128).
+  every negative used; the catalog is 1,000 items). Factor size 64 (the paper sweeps 8..128). Trained on the
+  last position of every prefix window (``targets="last"``); the score after each position depends only on the
+  items up to it, so ``targets="all"`` is offered too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
+from torch import nn
 
 from dualrec.models.neural import NeuralConfig, NeuralRecommender
 
@@ -31,38 +36,48 @@ class FPMCConfig(NeuralConfig):
     lr: float = 0.005         # Adam; the paper's SGD rate 0.01-0.05 is for per-sample S-BPR updates
 
 
+class FPMCNet(nn.Module):
+    def __init__(self, n_items: int, k: int):
+        super().__init__()
+        n = n_items
+        self.n, self.k = n, k
+        self.user_from_items = nn.Embedding(n + 1, k, padding_idx=n)   # folds in v^{U,I}_u
+        self.item_for_user = nn.Embedding(n, k)                       # v^{I,U}_i
+        self.item_for_last = nn.Embedding(n, k)                       # v^{I,L}_i
+        self.last_for_item = nn.Embedding(n + 1, k, padding_idx=n)    # v^{L,I}_l
+        for emb in self.modules():
+            if isinstance(emb, nn.Embedding):
+                nn.init.normal_(emb.weight, 0.0, 0.01)   # the paper initialises from N(0, 0.01)
+        self.user_from_items.weight.data[n].zero_()
+        self.last_for_item.weight.data[n].zero_()
+
+    def states(self, rows):
+        """``[v^{U,I}_u ; v^{L,I}_l]`` after every position, ``[B, L, 2k]``: the user factor folded in from the
+        items so far and the factor of the item at that position."""
+        real = (rows != self.n).cumsum(1).clamp(min=1).unsqueeze(-1)
+        user = self.user_from_items(rows).cumsum(1) / real
+        return torch.cat([user, self.last_for_item(rows)], dim=-1)
+
+    def encode(self, rows):
+        """``[v^{U,I}_u ; v^{L,I}_l]``, ``[B, 2k]``: the user factor and the last item's factor."""
+        return self.states(rows)[:, -1]
+
+    def scores(self, h):
+        user, last = h.split(self.k, dim=-1)
+        return user @ self.item_for_user.weight.T + last @ self.item_for_last.weight.T
+
+    def forward(self, rows):
+        return self.scores(self.encode(rows))
+
+    def positions(self, rows):
+        """Scores after every position, ``[B, L, n_items]``."""
+        return self.scores(self.states(rows))
+
+
 class FPMC(NeuralRecommender):
     name = "fpmc"
     config_class = FPMCConfig
+    target_modes = ("last", "all")
 
     def build_network(self):
-        import torch
-        from torch import nn
-
-        c: FPMCConfig = self.config
-        n, k = len(self.catalog), c.factors
-
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.user_from_items = nn.Embedding(n + 1, k, padding_idx=n)   # folds in v^{U,I}_u
-                self.item_for_user = nn.Embedding(n, k)                       # v^{I,U}_i
-                self.item_for_last = nn.Embedding(n, k)                       # v^{I,L}_i
-                self.last_for_item = nn.Embedding(n + 1, k, padding_idx=n)    # v^{L,I}_l
-                for emb in self.modules():
-                    if isinstance(emb, nn.Embedding):
-                        nn.init.normal_(emb.weight, 0.0, 0.01)   # the paper initialises from N(0, 0.01)
-                self.user_from_items.weight.data[n].zero_()
-                self.last_for_item.weight.data[n].zero_()
-
-            def encode(self, rows):
-                """``[v^{U,I}_u ; v^{L,I}_l]``, ``[B, 2k]``: the user factor and the last item's factor."""
-                real = (rows != n).sum(1, keepdim=True).clamp(min=1)
-                user = self.user_from_items(rows).sum(1) / real
-                return torch.cat([user, self.last_for_item(rows[:, -1])], dim=1)
-
-            def forward(self, rows):
-                user, last = self.encode(rows).split(k, dim=1)
-                return user @ self.item_for_user.weight.T + last @ self.item_for_last.weight.T
-
-        return Net()
+        return FPMCNet(len(self.catalog), self.config.factors)

@@ -1,43 +1,64 @@
-"""Shared base and trainer for neural next-item models (LSTM, GRU4Rec, NARM, STAMP, SASRec, ...).
+"""Shared base of the neural next-item models (LSTM, GRU4Rec, NARM, STAMP, SASRec, ...): data, loss, persistence.
 
-A subclass writes only ``build_network`` (an ``nn.Module`` mapping left-padded catalog rows ``[B, L]`` to logits
-``[B, n_items]``; the pad is row ``n_items``). Everything else is here, once: windows, the training loop with
-per-epoch train/validation loss and top-1/top-5 accuracy, a progress bar, checkpoints every epoch to resume from,
-seeding, safetensors weights, and batched scoring for :class:`~dualrec.models.base.ScoringRecommender`.
+A subclass writes only ``build_network``: an ``nn.Module`` mapping left-padded catalog rows ``[B, L]`` (the pad is
+row ``n_items``) to the last position's logits ``[B, n_items]``. A sequence model's network also has
+``positions(rows) -> [B, L, n_items]``, the logits at every position (position ``j`` seeing items ``<= j``), and
+lists ``"all"`` in ``target_modes``. Here, once: the training rows for the two target modes, the default loss, the
+optimizer, batched scoring for :class:`~dualrec.models.base.ScoringRecommender` and safetensors weights. The loop
+itself (epochs, validation, early stopping, checkpoints, devices) is :mod:`dualrec.models.training`.
+
+Target modes (config ``targets``):
+
+* ``last``: one target per window, the item after the last ``max_len`` items (DUALRec's recipe for its Stage-1
+  LSTM: windows of 30 movies, the 31st the target);
+* ``all``: every position of a user's training sequence predicts its next item, the sequence cut into rows of
+  ``max_len`` (:func:`~dualrec.data.windows.make_chunks`), padding masked out of the loss, as SASRec, GRU4Rec and
+  BERT4Rec train. A sequence of ``n`` items then costs about ``n / max_len`` rows instead of ``n`` windows.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sys
-import time
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from dualrec.data.dataset import Sequences
-from dualrec.data.windows import make_windows
+from dualrec.data.windows import IGNORE, make_chunks, make_windows
+from dualrec.models import training
 from dualrec.models.base import ModelConfig, ScoringRecommender
+from dualrec.utils import pick_device
 
 
 @dataclass
 class NeuralConfig(ModelConfig):
     max_len: int = 30          # window length (DUALRec: 30 movies, the 31st is the target)
-    min_len: int = 30          # real items a training window needs (30: full windows only; 1: every prefix)
-    epochs: int = 10
-    batch_size: int = 128
+    min_len: int = 30          # real items before a target (30: full windows only; 1: every prefix)
+    targets: str = "last"      # last: one target per window | all: every position of a row (sequence models)
+    epochs: int = 10           # the most epochs; fewer when early stopping ends the fit
+    patience: int | None = None  # stop after this many epochs without a better validation NDCG@10 (best kept)
+    batch_size: int = 128      # rows per optimizer step, over all processes
     lr: float = 1e-3
     weight_decay: float = 0.0
+    grad_clip: float | None = None  # clip the gradient norm to this
+    precision: str = "32"      # 32 | bf16 (autocast) | auto: bf16 where the CPU/GPU has native bf16 matmuls
     device: str = "auto"       # auto: CUDA when present, else CPU
-    max_windows: int | None = None  # subsample training windows (smoke runs); None uses all
+    devices: int = 1           # processes (CPU) or GPUs
+    strategy: str = "auto"     # Lightning strategy: auto | ddp
+    max_windows: int | None = None  # subsample training rows (smoke runs); None uses all
     progress: bool = True
 
 
 class NeuralRecommender(ScoringRecommender):
     config_class = NeuralConfig
+    target_modes: ClassVar[tuple[str, ...]] = ("last",)   # ("last", "all") where the network has ``positions``
 
     @abstractmethod
     def build_network(self):
@@ -60,160 +81,90 @@ class NeuralRecommender(ScoringRecommender):
         return out
 
     def training_windows(self, train: Sequences) -> tuple[np.ndarray, np.ndarray]:
+        """Training rows ``x [N, max_len]`` and targets: ``[N]`` (``last``) or ``[N, max_len]`` (``all``)."""
         c = self.config
-        x, y, _ = make_windows(self.encode(train.to_list()), c.max_len, c.min_len, pad=self.pad)
+        seqs = self.encode(train.to_list())
+        if c.targets == "all":
+            x, y = make_chunks(seqs, c.max_len, c.min_len, pad=self.pad)
+        else:
+            x, y, _ = make_windows(seqs, c.max_len, c.min_len, pad=self.pad)
         if c.max_windows and len(y) > c.max_windows:
             keep = np.sort(np.random.default_rng(c.seed).choice(len(y), c.max_windows, replace=False))
             x, y = x[keep], y[keep]
         return x, y
 
-    def validation_windows(self, valid) -> tuple[np.ndarray, np.ndarray]:
-        """Held-out windows: the targets of each validation case, each after the items before it."""
+    def validation_windows(self, valid) -> training.ValidationWindows:
+        """Held-out windows: the targets of each validation case, each after the items before it, with those
+        items' rows to exclude from the ranking."""
+        L = self.config.max_len
         if valid is None or len(valid) == 0:
-            return np.zeros((0, self.config.max_len), np.int64), np.zeros(0, np.int64)
+            empty = np.zeros(0, np.int64)
+            return training.ValidationWindows(np.zeros((0, L), np.int64), empty, empty, np.zeros(1, np.int64))
         seqs = [np.concatenate([h, t]) for h, t in zip(valid.histories, valid.targets)]
         rows = self.encode(seqs)
         first = [len(r) - len(t) for r, t in zip(rows, valid.targets)]
-        x, y, _ = make_windows(rows, self.config.max_len, 1, pad=self.pad, first_target=first)
-        return x, y
+        x, y, owner = make_windows(rows, L, 1, pad=self.pad, first_target=first)
+        # window i is the j-th target of its case: it sees the case's first (first + j) rows
+        j = np.arange(len(owner)) - np.searchsorted(owner, owner)
+        seen = np.asarray(first)[owner] + j
+        return training.ValidationWindows(x, y, np.concatenate([rows[o][:k] for o, k in zip(owner, seen)]
+                                                               + [np.zeros(0, np.int64)]),
+                                          np.concatenate([[0], np.cumsum(seen)]))
 
     # ---- training ------------------------------------------------------------------------------------------
 
     def _fit(self, train: Sequences, valid, checkpoint_dir: Path | None) -> None:
-        import torch
-        from tqdm.auto import tqdm
-
-        from dualrec.utils import pick_device
-
         c = self.config
+        if c.targets not in training.TARGET_MODES:
+            raise ValueError(f"{self.name}: targets={c.targets!r}; choose one of {training.TARGET_MODES}")
+        if c.targets not in self.target_modes:
+            raise ValueError(f"{self.name}: targets={c.targets!r} needs an output at every position, and "
+                             f"{self.name}'s network has one session-level output per history; use targets='last'")
         self.device = pick_device(c.device)
-        t0 = time.perf_counter()
         x, y = self.training_windows(train)
-        vx, vy = self.validation_windows(valid)
-        self.window_seconds = time.perf_counter() - t0
         if len(y) == 0:
             raise ValueError(f"{self.name}: no training windows (sequences shorter than min_len={c.min_len}+1)")
-        self.net = self.build_network().to(self.device)
-        opt = self.build_optimizer()
-        self.history: list[dict] = []
-        start_epoch = 0
-        if checkpoint_dir and (checkpoint_dir / "last.pt").exists():
-            state = torch.load(checkpoint_dir / "last.pt", map_location=self.device, weights_only=False)
-            self.net.load_state_dict(state["net"])
-            opt.load_state_dict(state["opt"])
-            self.history, start_epoch = state["history"], state["epoch"] + 1
-            torch.set_rng_state(state["rng"])
-            if c.progress:
-                print(f"{self.name}: resuming from {checkpoint_dir / 'last.pt'} at epoch {start_epoch + 1}")
-        xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-        gen = torch.Generator().manual_seed(c.seed)
-        for epoch in range(start_epoch, c.epochs):
-            gen.manual_seed(c.seed + epoch)
-            order = torch.randperm(len(yt), generator=gen)
-            self.net.train()
-            tot = {"loss": 0.0, "top1": 0.0, "top5": 0.0}
-            seen = 0
-            ep_start = time.perf_counter()
-            bar = tqdm(range(0, len(order), c.batch_size), desc=f"{self.name} epoch {epoch + 1}/{c.epochs}",
-                       unit="batch", disable=not c.progress, leave=False,
-                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
-            for lo in bar:
-                idx = order[lo:lo + c.batch_size]
-                xb, yb = xt[idx].to(self.device), yt[idx].to(self.device)
-                logits, loss = self.training_step(xb, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                n = len(idx)
-                seen += n
-                tot["loss"] += loss.item() * n
-                with torch.no_grad():
-                    top5 = logits.topk(5, dim=1).indices
-                    tot["top1"] += (top5[:, 0] == yb).sum().item()
-                    tot["top5"] += (top5 == yb[:, None]).any(1).sum().item()
-                if lo // c.batch_size % 50 == 0:
-                    bar.set_postfix(loss=f"{tot['loss'] / seen:.3f}")
-            row = {"epoch": epoch + 1, "train_loss": tot["loss"] / seen, "train_top1": tot["top1"] / seen,
-                   "train_top5": tot["top5"] / seen, "seconds": time.perf_counter() - ep_start,
-                   "windows_per_s": seen / (time.perf_counter() - ep_start)}
-            row.update(self._validate(vx, vy))
-            self.history.append(row)
-            if c.progress:
-                print(f"{self.name} epoch {epoch + 1}/{c.epochs}: " + ", ".join(
-                    f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch",)))
-            if checkpoint_dir:
-                checkpoint_dir.mkdir(parents=True, exist_ok=True)
-                torch.save({"net": self.net.state_dict(), "opt": opt.state_dict(), "history": self.history,
-                            "epoch": epoch, "rng": torch.get_rng_state()}, checkpoint_dir / "last.pt")
-        self.net.eval()
+        vwin = self.validation_windows(valid)
+        self.net = self.build_network()
+        task = training.train(self, x, y, vwin, checkpoint_dir)
+        self.history = task.history
+        self.is_global_zero = task.trainer.is_global_zero
+        self.net.to(self.device).eval()
 
     def build_optimizer(self):
         """Adam over the network's trainable parameters; a model needing parameter groups (DUIP: a smaller
         learning rate for its language model) overrides this."""
-        import torch
-
         c = self.config
         return torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=c.lr,
                                 weight_decay=c.weight_decay)
 
     def training_step(self, xb, yb):
-        """``(logits [B, n_items], loss)`` for one batch: cross-entropy on the next item. A model with an extra
-        loss term (DUIP's title generation) overrides this."""
-        import torch.nn.functional as F
-
-        logits = self.net(xb)
-        return logits, F.cross_entropy(logits, yb)
-
-    def _validate(self, vx: np.ndarray, vy: np.ndarray) -> dict:
-        import torch
-        import torch.nn.functional as F
-
-        if len(vy) == 0:
-            return {}
-        self.net.eval()
-        loss = top1 = top5 = 0.0
-        with torch.no_grad():
-            for lo in range(0, len(vy), 1024):
-                xb = torch.as_tensor(vx[lo:lo + 1024]).to(self.device)
-                yb = torch.as_tensor(vy[lo:lo + 1024]).to(self.device)
-                logits = self.net(xb)
-                loss += F.cross_entropy(logits, yb, reduction="sum").item()
-                t5 = logits.topk(5, dim=1).indices
-                top1 += (t5[:, 0] == yb).sum().item()
-                top5 += (t5 == yb[:, None]).any(1).sum().item()
-        n = len(vy)
-        return {"val_loss": loss / n, "val_top1": top1 / n, "val_top5": top5 / n}
+        """``(logits, loss)`` for one batch: the mean cross-entropy on the next item over every real target,
+        ``logits [B, n_items]`` for ``yb [B]`` (``last``) or ``[B, L, n_items]`` for ``yb [B, L]`` (``all``).
+        A model with an extra loss term (HIDE's disentangling loss, DUIP's title generation) overrides this."""
+        logits = self.net.positions(xb) if yb.dim() == 2 else self.net(xb)
+        return logits, F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), ignore_index=IGNORE)
 
     # ---- inference -----------------------------------------------------------------------------------------
 
     def score(self, histories: list[np.ndarray]):
-        import torch
-
         with torch.no_grad():
             x = torch.as_tensor(self._pad_histories(histories)).to(self.device)
             return self.net(x).float().cpu()
 
     def hidden(self, histories: list[np.ndarray]):
         """The network's user representation for each history (used by DUIP's soft prompt); needs ``encode``."""
-        import torch
-
         x = torch.as_tensor(self._pad_histories(self.encode(histories))).to(self.device)
         return self.net.encode(x)
 
     # ---- persistence ---------------------------------------------------------------------------------------
 
     def _save(self, path: Path) -> None:
-        from safetensors.torch import save_file
-
         save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
                   str(path / "model.safetensors"))
         (path / "history.json").write_text(json.dumps(getattr(self, "history", []), indent=1))
 
     def _load(self, path: Path) -> None:
-        from safetensors.torch import load_file
-
-        from dualrec.utils import pick_device
-
         self.device = pick_device(self.config.device)
         self.net = self.build_network()
         self.net.load_state_dict(load_file(str(path / "model.safetensors")))

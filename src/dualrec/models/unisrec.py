@@ -26,7 +26,8 @@ Universal sequence representation (paper, "Universal Sequence Representation"): 
 :func:`~dualrec.models.sasrec.run_blocks`): the input ``Dropout(LayerNorm(v_i (+ e_i) + p_j))`` (RecBole's
 order), ``num_blocks`` causal self-attention blocks, and the last position's output ``s``. Fine-tuning scores:
 ``cos(s, v_i (+ e_i)) / tau`` with ``tau = 0.07``, trained by the shared full-softmax cross-entropy (RecBole's
-fine-tuning loss, ``loss_type: CE`` over all items).
+fine-tuning loss, ``loss_type: CE`` over all items) on the last position of every prefix window (RecBole's
+augmentation; ``targets="all"``, every position a target, is offered as for SASRec).
 
 Defaults from the authors' ``props/UniSRec.yaml``: 2 layers, 2 heads, d = 300, dropout 0.5 (hidden and attention),
 8 experts, adaptor dropout 0.2, tau 0.07, transductive fine-tuning, initialisation N(0, 0.02); RecBole's Adam with
@@ -58,9 +59,10 @@ Departures (why):
 * In training, the adaptor's dropout mask and gate noise are drawn once per item per batch (shared by every
   occurrence of that item in the batch and by the scored table), and one mask serves all experts, where RecBole
   draws them per occurrence and per expert: that is what lets the adaptor run once over the catalog.
-* Training matmuls under bf16 autocast where the hardware has native bf16 (``bf16``; 5x fp32 matmul throughput on
-  an AVX512-BF16 core); weights, loss, scores and all inference stay fp32. Dropout masks come from ``torch.rand``
-  (:func:`~dualrec.models.sasrec.rand_dropout`, the same distribution as ``nn.Dropout``, 3-4x faster on CPU).
+* Training matmuls under bf16 autocast where the hardware has native bf16 (``precision="auto"``, the shared
+  trainer's; 5x fp32 matmul throughput on an AVX512-BF16 core); weights, cosine scores and all inference stay fp32.
+  Dropout masks come from ``torch.rand`` (:class:`~dualrec.models.sasrec.RandDropout`, the same distribution as
+  ``nn.Dropout``, 3-4x faster on CPU).
 """
 
 from __future__ import annotations
@@ -69,9 +71,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from dualrec.data.catalog import Catalog
 from dualrec.models.neural import NeuralConfig, NeuralRecommender
+from dualrec.models.sasrec import RandDropout, attention_blocks, run_blocks
 
 
 @dataclass
@@ -91,8 +97,16 @@ class UniSRecConfig(NeuralConfig):
     init_std: float = 0.02        # initializer_range
     lr: float = 0.001
     batch_size: int = 128         # RecBole train_batch_size: 2048
-    bf16: bool | None = None      # bf16 autocast of training matmuls; None: where the hardware has native bf16
+    precision: str = "auto"       # training matmuls under bf16 autocast where the hardware has native bf16
     cache: str | None = None      # text-vector cache folder; None: $DUALREC_CACHE or the user cache
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "UniSRecConfig":
+        """Also reads configs saved with the former ``bf16`` switch (None/True/False: precision auto/bf16/32)."""
+        values = dict(values or {})
+        if "bf16" in values:
+            values.setdefault("precision", {None: "auto", True: "bf16", False: "32"}[values.pop("bf16")])
+        return super().from_dict(values)
 
 
 def item_texts(catalog: Catalog) -> list[str]:
@@ -100,22 +114,10 @@ def item_texts(catalog: Catalog) -> list[str]:
     return [f"{t}. {', '.join(g)}" if len(g) else t for t, g in zip(catalog.items["title"], catalog.items["genres"])]
 
 
-def use_bf16(setting: bool | None, device) -> bool:
-    """``setting``, or for ``None`` whether ``device`` has native bf16 matmuls (AVX512-BF16/AMX CPU, CUDA)."""
-    import torch
-
-    if setting is not None:
-        return setting
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    from dualrec.utils import cpu_has_native_bf16
-
-    return device.type == "cpu" and cpu_has_native_bf16()
-
-
 class UniSRec(NeuralRecommender):
     name = "unisrec"
     config_class = UniSRecConfig
+    target_modes = ("last", "all")
     _text: np.ndarray | None = None
 
     def text_vectors(self) -> np.ndarray:
@@ -135,81 +137,79 @@ class UniSRec(NeuralRecommender):
             self._text = f.get_tensor("text").numpy()   # the saved vectors: no re-encoding, identical rankings
         super()._load(path)
 
-    def training_step(self, xb, yb):
-        """The shared cross-entropy on ``cos / tau``, the network's matmuls under bf16 autocast where fast."""
-        import torch
-        import torch.nn.functional as F
-
-        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=use_bf16(self.config.bf16, xb.device)):
-            logits = self.net(xb)
-        return logits, F.cross_entropy(logits, yb)
-
     def build_network(self):
-        import torch
-        import torch.nn.functional as F
-        from torch import nn
-
-        from dualrec.models.sasrec import attention_blocks, rand_dropout, run_blocks
-
-        c: UniSRecConfig = self.config
-        n, d, L, G = len(self.catalog), c.hidden, c.max_len, c.n_experts
-        if self._text is None or len(self._text) != n:
+        if self._text is None or len(self._text) != len(self.catalog):
             raise RuntimeError("unisrec: no text vectors for this catalog (fit or load the model)")
-        text = torch.as_tensor(np.asarray(self._text, dtype=np.float32))
-        t = text.shape[1]
+        return UniSRecNet(self.config, torch.as_tensor(np.asarray(self._text, dtype=np.float32)))
 
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.register_buffer("text", text.clone())                                    # x_i, fixed
-                self.expert_w = nn.Parameter(torch.empty(t, G, d).normal_(0.0, c.init_std))   # W_k (whitening)
-                self.expert_b = nn.Parameter(text.mean(0).repeat(G, 1) if c.center_text       # b_k (whitening)
-                                             else torch.zeros(G, t))
-                self.w_gate = nn.Parameter(torch.zeros(t, G))                                 # W_2 (gate)
-                self.w_noise = nn.Parameter(torch.zeros(t, G))                                # W_3 (gate noise)
-                self.adaptor_drop = rand_dropout(c.adaptor_dropout)
-                self.id_emb = nn.Embedding(n, d) if c.transductive else None                  # e_i
-                self.pos_emb = nn.Embedding(L, d)
-                self.ln_in = nn.LayerNorm(d, eps=1e-12)
-                self.drop = rand_dropout(c.dropout)
-                self.blocks = attention_blocks(d, c.num_heads, c.num_blocks, c.dropout, rand_dropout)
-                self.ln_out = nn.LayerNorm(d, eps=1e-8)
-                self.register_buffer("causal", torch.triu(torch.ones(L, L, dtype=torch.bool), 1),
-                                     persistent=False)
-                for m in self.modules():   # RecBole's SASRec._init_weights: N(0, initializer_range), zero biases
-                    if isinstance(m, (nn.Linear, nn.Embedding)):
-                        nn.init.normal_(m.weight, 0.0, c.init_std)
-                    if isinstance(m, nn.Linear) and m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                    if isinstance(m, nn.MultiheadAttention):
-                        nn.init.normal_(m.in_proj_weight, 0.0, c.init_std)
-                        nn.init.zeros_(m.in_proj_bias)
 
-            def items(self):
-                """``v_i (+ e_i)`` for every catalog item, ``[n_items, d]`` (whitening + MoE), once per call."""
-                x = self.text
-                logits = x @ self.w_gate
-                if self.training and c.noisy_gating:
-                    logits = logits + torch.randn_like(logits) * (F.softplus(x @ self.w_noise) + 1e-2)
-                g = logits.softmax(-1)                                                     # [n, G]
-                views = (self.adaptor_drop(x) @ self.expert_w.view(t, G * d)).view(n, G, d)  # x W_k
-                views = views - torch.einsum("gt,tgd->gd", self.expert_b, self.expert_w)    # - b_k W_k
-                v = torch.einsum("ng,ngd->nd", g, views)
-                return v + self.id_emb.weight if self.id_emb is not None else v
+class UniSRecNet(nn.Module):
+    """Item rows ``[B, L]`` -> ``cos(s, v_i (+ e_i)) / tau`` over the catalog; ``text [n_items, t]`` are the fixed
+    text vectors ``x_i``."""
 
-            def encode(self, rows, v=None):
-                """The sequence representation ``s`` (last position, before L2 normalisation), ``[B, d]``."""
-                v = self.items() if v is None else v
-                T = rows.shape[1]
-                pad = rows == n
-                x = F.embedding(rows, torch.cat([v, v.new_zeros(1, d)])) + self.pos_emb.weight[L - T:]
-                x = self.drop(self.ln_in(x)) * (~pad).unsqueeze(-1).to(x.dtype)
-                return self.ln_out(run_blocks(self.blocks, x, pad, self.causal, c.num_heads))
+    def __init__(self, c: UniSRecConfig, text: torch.Tensor):
+        super().__init__()
+        n, t = text.shape
+        d, L, G = c.hidden, c.max_len, c.n_experts
+        self.c, self.n, self.d, self.L, self.G, self.t = c, n, d, L, G, t
+        self.register_buffer("text", text.clone())                                    # x_i, fixed
+        self.expert_w = nn.Parameter(torch.empty(t, G, d).normal_(0.0, c.init_std))   # W_k (whitening)
+        self.expert_b = nn.Parameter(text.mean(0).repeat(G, 1) if c.center_text       # b_k (whitening)
+                                     else torch.zeros(G, t))
+        self.w_gate = nn.Parameter(torch.zeros(t, G))                                 # W_2 (gate)
+        self.w_noise = nn.Parameter(torch.zeros(t, G))                                # W_3 (gate noise)
+        self.adaptor_drop = RandDropout(c.adaptor_dropout)
+        self.id_emb = nn.Embedding(n, d) if c.transductive else None                  # e_i
+        self.pos_emb = nn.Embedding(L, d)
+        self.ln_in = nn.LayerNorm(d, eps=1e-12)
+        self.drop = RandDropout(c.dropout)
+        self.blocks = attention_blocks(d, c.num_heads, c.num_blocks, c.dropout, RandDropout)
+        self.ln_out = nn.LayerNorm(d, eps=1e-8)
+        self.register_buffer("causal", torch.triu(torch.ones(L, L, dtype=torch.bool), 1), persistent=False)
+        for m in self.modules():   # RecBole's SASRec._init_weights: N(0, initializer_range), zero biases
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, c.init_std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+            if isinstance(m, nn.MultiheadAttention):
+                nn.init.normal_(m.in_proj_weight, 0.0, c.init_std)
+                nn.init.zeros_(m.in_proj_bias)
 
-            def forward(self, rows):
-                v = self.items()
-                s = self.encode(rows, v)
-                with torch.autocast(rows.device.type, enabled=False):   # fp32 cosines: bf16 logits are coarse
-                    return F.normalize(s.float(), dim=-1) @ F.normalize(v.float(), dim=-1).T / c.temperature
+    def items(self):
+        """``v_i (+ e_i)`` for every catalog item, ``[n_items, d]`` (whitening + MoE), once per call."""
+        n, t, G, d = self.n, self.t, self.G, self.d
+        x = self.text
+        logits = x @ self.w_gate
+        if self.training and self.c.noisy_gating:
+            logits = logits + torch.randn_like(logits) * (F.softplus(x @ self.w_noise) + 1e-2)
+        g = logits.softmax(-1)                                                     # [n, G]
+        views = (self.adaptor_drop(x) @ self.expert_w.view(t, G * d)).view(n, G, d)  # x W_k
+        views = views - torch.einsum("gt,tgd->gd", self.expert_b, self.expert_w)    # - b_k W_k
+        v = torch.einsum("ng,ngd->nd", g, views)
+        return v + self.id_emb.weight if self.id_emb is not None else v
 
-        return Net()
+    def states(self, rows, v, last_only: bool = True):
+        """The sequence representation ``s`` (before L2 normalisation) at the last position, ``[B, d]``, or with
+        ``last_only=False`` at every position, ``[B, T, d]``."""
+        T = rows.shape[1]
+        pad = rows == self.n
+        x = F.embedding(rows, torch.cat([v, v.new_zeros(1, self.d)])) + self.pos_emb.weight[self.L - T:]
+        x = self.drop(self.ln_in(x)) * (~pad).unsqueeze(-1).to(x.dtype)
+        return self.ln_out(run_blocks(self.blocks, x, pad, self.causal, self.c.num_heads, last_only))
+
+    def encode(self, rows):
+        """The sequence representation ``s`` at the last position, ``[B, d]``."""
+        return self.states(rows, self.items())
+
+    def scores(self, s, v):
+        with torch.autocast(s.device.type, enabled=False):   # fp32 cosines: bf16 logits are coarse
+            return F.normalize(s.float(), dim=-1) @ F.normalize(v.float(), dim=-1).T / self.c.temperature
+
+    def forward(self, rows):
+        v = self.items()
+        return self.scores(self.states(rows, v), v)
+
+    def positions(self, rows):
+        """Scores after every position, ``[B, T, n_items]``."""
+        v = self.items()
+        return self.scores(self.states(rows, v, last_only=False), v)
