@@ -112,9 +112,10 @@ def test_committed_results_md_shows_the_committed_records():
     for protocol, text in blocks.items():
         assert table.docs_block(protocol, text) in doc, \
             f"docs/results.md's {protocol} table differs from results/dualrec/{protocol}/: re-render it"
-    for protocol, text in table.render(REPO / "results").items():     # the ranker section, from results/<protocol>/
-        assert table.docs_block(protocol, text, "ranker") in doc, \
-            f"docs/results.md's ranker {protocol} table differs from results/{protocol}/: re-render it"
+    for folder, section in (("results", "ranker"), ("results/all-targets", "ranker-all-targets")):
+        for protocol, text in table.render(REPO / folder).items():    # the ranker sections, from their records
+            assert table.docs_block(protocol, text, section) in doc, \
+                f"docs/results.md's {section} {protocol} table differs from {folder}/{protocol}/: re-render it"
 
 
 def test_a_fusion_row_records_its_weights_interval_and_per_user_ranks(tmp_path, ml1m_small):
