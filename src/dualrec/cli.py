@@ -441,7 +441,8 @@ def finetune(stage1: Path = typer.Option(..., help="Stage-1 run folder from `dua
 def compare(a: Path = typer.Argument(..., help="Predictions (`dualrec predict`) or a result record of model A."),
             b: Path = typer.Argument(..., help="The same for model B (the baseline), on the same users."),
             metrics: str = typer.Option("NDCG@10,HR@10", help="Comma-separated HR@k / NDCG@k."),
-            resamples: int = typer.Option(1000), seed: int = typer.Option(0)):
+            resamples: int = typer.Option(1000),
+            seed: int = typer.Option(42, help="Resampling seed (the result records use 42).")):
     """Paired-bootstrap 95 % interval of metric(A) - metric(B) over the users both files score.
 
     Example: dualrec compare results/strict/fusion-sbert.json results/strict/lstm.json
