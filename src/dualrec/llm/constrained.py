@@ -6,7 +6,7 @@ How: every allowed item (catalog minus the user's history) is tokenised as it wo
 next tokens for each beam. Beam search applies processors after ``log_softmax``, so at a title's end the processor
 sets EOS to 0 (free): a finished beam's score is exactly ``sum log p(title tokens | prompt)``, not distorted by the
 model's opinion of EOS (about -13 for this model). With ``early_stopping=False`` and ``length_penalty=0`` the search
-keeps going until ``num_beams`` distinct titles are finished (see /work/shared/docs/llm-stack-notes.md, section 5).
+keeps going until ``num_beams`` distinct titles are finished (``../shared/docs/llm-stack-notes.md``, section 5).
 
 Tokenisation of every catalog title is done once per catalog; a user's trie is built from those cached ids.
 

