@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from torch import nn
+
 from dualrec.models.neural import NeuralConfig, NeuralRecommender
 
 
@@ -28,49 +31,48 @@ class STAMPConfig(NeuralConfig):
     batch_size: int = 512
 
 
+class STAMPNet(nn.Module):
+    """The network: item rows ``[B, L]`` (pad row ``n_items``) -> logits over the catalog."""
+
+    def __init__(self, c: STAMPConfig, n_items: int):
+        super().__init__()
+        n, d = n_items, c.embedding_dim
+        self.pad = n
+        self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
+        self.w1 = nn.Linear(d, d, bias=False)
+        self.w2 = nn.Linear(d, d, bias=False)
+        self.w3 = nn.Linear(d, d, bias=False)
+        self.w0 = nn.Linear(d, 1, bias=False)
+        self.b_a = nn.Parameter(torch.zeros(d))
+        self.mlp_s = nn.Linear(d, d)
+        self.mlp_t = nn.Linear(d, d)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.05)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.item_emb.weight, 0.0, 0.002)
+        with torch.no_grad():
+            self.item_emb.weight[n].zero_()
+
+    def encode(self, rows):
+        """``h_s * h_t``, the vector the trilinear product scores items with, ``[B, d]``."""
+        real = rows != self.pad
+        x = self.item_emb(rows)                                     # [B, L, d]; pads are zero
+        x_t = x[:, -1]                                              # left padding: last column = last click
+        m_s = x.sum(1) / real.sum(1, keepdim=True).clamp(min=1)
+        pre = self.w1(x) + (self.w2(x_t) + self.w3(m_s) + self.b_a).unsqueeze(1)
+        alpha = self.w0(torch.sigmoid(pre)).squeeze(-1).masked_fill(~real, 0.0)
+        m_a = (alpha.unsqueeze(-1) * x).sum(1)
+        return torch.tanh(self.mlp_s(m_a)) * torch.tanh(self.mlp_t(x_t))
+
+    def forward(self, rows):
+        return self.encode(rows) @ self.item_emb.weight[:self.pad].T
+
+
 class STAMP(NeuralRecommender):
     name = "stamp"
     config_class = STAMPConfig
 
     def build_network(self):
-        import torch
-        from torch import nn
-
-        c: STAMPConfig = self.config
-        n, d = len(self.catalog), c.embedding_dim
-
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
-                self.w1 = nn.Linear(d, d, bias=False)
-                self.w2 = nn.Linear(d, d, bias=False)
-                self.w3 = nn.Linear(d, d, bias=False)
-                self.w0 = nn.Linear(d, 1, bias=False)
-                self.b_a = nn.Parameter(torch.zeros(d))
-                self.mlp_s = nn.Linear(d, d)
-                self.mlp_t = nn.Linear(d, d)
-                for m in self.modules():
-                    if isinstance(m, nn.Linear):
-                        nn.init.normal_(m.weight, 0.0, 0.05)
-                        if m.bias is not None:
-                            nn.init.zeros_(m.bias)
-                nn.init.normal_(self.item_emb.weight, 0.0, 0.002)
-                with torch.no_grad():
-                    self.item_emb.weight[n].zero_()
-
-            def encode(self, rows):
-                """``h_s * h_t``, the vector the trilinear product scores items with, ``[B, d]``."""
-                real = rows != n
-                x = self.item_emb(rows)                                     # [B, L, d]; pads are zero
-                x_t = x[:, -1]                                              # left padding: last column = last click
-                m_s = x.sum(1) / real.sum(1, keepdim=True).clamp(min=1)
-                pre = self.w1(x) + (self.w2(x_t) + self.w3(m_s) + self.b_a).unsqueeze(1)
-                alpha = self.w0(torch.sigmoid(pre)).squeeze(-1).masked_fill(~real, 0.0)
-                m_a = (alpha.unsqueeze(-1) * x).sum(1)
-                return torch.tanh(self.mlp_s(m_a)) * torch.tanh(self.mlp_t(x_t))
-
-            def forward(self, rows):
-                return self.encode(rows) @ self.item_emb.weight[:n].T
-
-        return Net()
+        return STAMPNet(self.config, len(self.catalog))
