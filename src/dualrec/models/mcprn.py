@@ -29,6 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from torch import nn
+
 from dualrec.models.neural import NeuralConfig, NeuralRecommender
 
 
@@ -43,61 +46,61 @@ class MCPRNConfig(NeuralConfig):
     weight_decay: float = 1e-5
 
 
+class MCPRNNet(nn.Module):
+    """The network: item rows ``[B, L]`` (pad row ``n_items``) -> logits over the catalog."""
+
+    def __init__(self, c: MCPRNConfig, n_items: int):
+        super().__init__()
+        n, d, K = n_items, c.embedding_dim, c.channels
+        self.pad, self.dim, self.channels, self.tau = n, d, K, c.tau
+        self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
+        self.router = nn.Linear(d, K, bias=False)                # W_c
+        self.w_ih = nn.Parameter(torch.empty(d, K * 3 * d))     # [W_r; W_z; W_h] of every channel
+        self.b_ih = nn.Parameter(torch.empty(K * 3 * d))
+        self.w_hh = nn.Parameter(torch.empty(K, d, 3 * d))      # [U_r; U_z; U_h] per channel
+        self.b_hh = nn.Parameter(torch.empty(K, 1, 3 * d))
+        for p in self.parameters():
+            nn.init.uniform_(p, -d ** -0.5, d ** -0.5)
+        with torch.no_grad():
+            self.item_emb.weight[n].zero_()
+
+    def purposes(self, emb):
+        """Purpose distribution ``PD`` over the ``K`` channels, ``[..., K]``."""
+        return torch.softmax(self.router(emb) / self.tau, dim=-1)
+
+    def channel_states(self, rows):
+        """Final PSRU state of every channel, ``[K, B, d]``."""
+        B, T = rows.shape
+        n, d, K = self.pad, self.dim, self.channels
+        emb = self.item_emb.weight
+        w = self.purposes(emb)[rows].masked_fill((rows == n).unsqueeze(-1), 0.0)   # [B, T, K]; pads: 0
+        # input projections of every step and channel at once, computed on the item table (n + 1 rows, not
+        # B * T) and gathered, as [T, K, B, 3d]; unbind (not gi[t]) so the backward pass stacks the per-step
+        # gradients instead of adding T full-size zero tensors
+        gi = (emb @ self.w_ih + self.b_ih)[rows.T].view(T, B, K, 3 * d).transpose(1, 2).unbind(0)
+        gates = w.permute(1, 2, 0).unsqueeze(-1).unbind(0)                    # T x [K, B, 1]
+        h = emb.new_zeros(K, B, d)
+        for gi_t, g_t in zip(gi, gates):
+            i_rz, i_h = gi_t.split([2 * d, d], -1)
+            h_rz, h_h = torch.baddbmm(self.b_hh, h, self.w_hh).split([2 * d, d], -1)
+            r, z = torch.sigmoid(i_rz + h_rz).chunk(2, -1)
+            cand = torch.tanh(i_h + r * h_h)
+            h = h + g_t * z * (cand - h)           # concentration gate g * z
+        return h
+
+    def encode(self, rows):
+        """The ``K`` channel states side by side, ``[B, K * d]`` (the session's purpose-specific parts)."""
+        return self.channel_states(rows).transpose(0, 1).reshape(len(rows), self.channels * self.dim)
+
+    def forward(self, rows):
+        e = self.item_emb.weight[:self.pad]                # [n, d]
+        per_channel = self.channel_states(rows) @ e.T      # [K, B, n]: e_j . h^k
+        return (self.purposes(e).T.unsqueeze(1) * per_channel).sum(0)   # sum_k PD_j^k e_j . h^k
+
+
 class MCPRN(NeuralRecommender):
     name = "mcprn"
     config_class = MCPRNConfig
 
     def build_network(self):
-        import torch
-        from torch import nn
-
-        c: MCPRNConfig = self.config
-        n, d, K = len(self.catalog), c.embedding_dim, c.channels
-
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
-                self.router = nn.Linear(d, K, bias=False)                # W_c
-                self.w_ih = nn.Parameter(torch.empty(d, K * 3 * d))     # [W_r; W_z; W_h] of every channel
-                self.b_ih = nn.Parameter(torch.empty(K * 3 * d))
-                self.w_hh = nn.Parameter(torch.empty(K, d, 3 * d))      # [U_r; U_z; U_h] per channel
-                self.b_hh = nn.Parameter(torch.empty(K, 1, 3 * d))
-                for p in self.parameters():
-                    nn.init.uniform_(p, -d ** -0.5, d ** -0.5)
-                with torch.no_grad():
-                    self.item_emb.weight[n].zero_()
-
-            def purposes(self, emb):
-                """Purpose distribution ``PD`` over the ``K`` channels, ``[..., K]``."""
-                return torch.softmax(self.router(emb) / c.tau, dim=-1)
-
-            def channel_states(self, rows):
-                """Final PSRU state of every channel, ``[K, B, d]``."""
-                B, T = rows.shape
-                emb = self.item_emb.weight
-                w = self.purposes(emb)[rows].masked_fill((rows == n).unsqueeze(-1), 0.0)   # [B, T, K]; pads: 0
-                # input projections of every step and channel at once, computed on the item table (n + 1 rows, not
-                # B * T) and gathered, as [T, K, B, 3d]; unbind (not gi[t]) so the backward pass stacks the per-step
-                # gradients instead of adding T full-size zero tensors
-                gi = (emb @ self.w_ih + self.b_ih)[rows.T].view(T, B, K, 3 * d).transpose(1, 2).unbind(0)
-                gates = w.permute(1, 2, 0).unsqueeze(-1).unbind(0)                    # T x [K, B, 1]
-                h = emb.new_zeros(K, B, d)
-                for gi_t, g_t in zip(gi, gates):
-                    i_rz, i_h = gi_t.split([2 * d, d], -1)
-                    h_rz, h_h = torch.baddbmm(self.b_hh, h, self.w_hh).split([2 * d, d], -1)
-                    r, z = torch.sigmoid(i_rz + h_rz).chunk(2, -1)
-                    cand = torch.tanh(i_h + r * h_h)
-                    h = h + g_t * z * (cand - h)           # concentration gate g * z
-                return h
-
-            def encode(self, rows):
-                """The ``K`` channel states side by side, ``[B, K * d]`` (the session's purpose-specific parts)."""
-                return self.channel_states(rows).transpose(0, 1).reshape(len(rows), K * d)
-
-            def forward(self, rows):
-                e = self.item_emb.weight[:n]                       # [n, d]
-                per_channel = self.channel_states(rows) @ e.T      # [K, B, n]: e_j . h^k
-                return (self.purposes(e).T.unsqueeze(1) * per_channel).sum(0)   # sum_k PD_j^k e_j . h^k
-
-        return Net()
+        return MCPRNNet(self.config, len(self.catalog))
