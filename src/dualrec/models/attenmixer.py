@@ -29,6 +29,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 from dualrec.models.neural import NeuralConfig, NeuralRecommender
 
 
@@ -46,59 +50,59 @@ class AttenMixerConfig(NeuralConfig):
     weight_decay: float = 1e-5
 
 
+class AttenMixerNet(nn.Module):
+    """The network: item rows ``[B, L]`` (pad row ``n_items``) -> scaled cosine logits over the catalog."""
+
+    def __init__(self, c: AttenMixerConfig, n_items: int):
+        super().__init__()
+        n, d, L, H = n_items, c.embedding_dim, c.levels, c.heads
+        if d % H:
+            raise ValueError(f"attenmixer: embedding_dim {d} must be a multiple of heads {H}")
+        self.c, self.pad = c, n
+        self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
+        self.level_q = nn.ModuleList(nn.Linear(l * d, d) for l in range(1, L + 1))   # W_l
+        self.w0 = nn.Linear(d, d)
+        self.w1 = nn.Linear(d, d)
+        self.w2 = nn.Linear(d, d)
+        self.ln = nn.LayerNorm(d, eps=1e-8)
+        self.w3 = nn.Linear(2 * d, d)
+        for p in self.parameters():
+            nn.init.uniform_(p, -d ** -0.5, d ** -0.5)
+        with torch.no_grad():
+            self.item_emb.weight[n].zero_()
+
+    def encode(self, rows):
+        """The normalised session vector ``s / |s|``, ``[B, d]``."""
+        c = self.c
+        d, L, H = c.embedding_dim, c.levels, c.heads
+        B, T = rows.shape
+        pad = rows == self.pad
+        masked = pad & ~pad.all(1, keepdim=True)                 # an empty history keeps its pads
+        x = F.normalize(self.item_emb(rows), dim=-1)           # pads stay 0
+        x = F.normalize(F.dropout(x, c.dropout, self.training), dim=-1)
+        last = x.flip(1)[:, :L]                                  # x_t, x_{t-1}, ... (pads past the start)
+        if last.shape[1] < L:
+            last = F.pad(last, (0, 0, 0, L - last.shape[1]))
+        q = torch.stack([lin(last[:, :l].reshape(B, l * d)) for l, lin in enumerate(self.level_q, 1)], 1)
+        q = F.normalize(q, dim=-1)                               # [B, L, d]
+        q0 = self.w0(q).view(B, L, H, d // H).transpose(1, 2)    # [B, H, L, d/H]
+        k1 = self.w1(x).view(B, T, H, d // H).transpose(1, 2)    # [B, H, T, d/H]
+        alpha = torch.softmax(2 * torch.sigmoid(q0 @ k1.transpose(-1, -2)), -1)   # [B, H, L, T]
+        mixed = alpha.pow(c.lp_norm).sum(2).pow(1.0 / c.lp_norm)  # L_p pooling over levels: [B, H, T]
+        alpha = torch.softmax((2 * mixed).masked_fill(masked[:, None, :], -torch.inf), -1)
+        alpha = F.dropout(alpha, c.dropout, self.training)
+        v = self.w2(x).view(B, T, H, d // H).transpose(1, 2)     # [B, H, T, d/H]
+        a = self.ln((alpha.unsqueeze(-1) * v).sum(2).reshape(B, d))
+        return F.normalize(self.w3(torch.cat([a, x[:, -1]], 1)), dim=-1)
+
+    def forward(self, rows):
+        e = F.dropout(F.normalize(self.item_emb.weight[:self.pad], dim=-1), self.c.dropout, self.training)
+        return self.c.scale * self.encode(rows) @ e.T
+
+
 class AttenMixer(NeuralRecommender):
     name = "attenmixer"
     config_class = AttenMixerConfig
 
     def build_network(self):
-        import torch
-        import torch.nn.functional as F
-        from torch import nn
-
-        c: AttenMixerConfig = self.config
-        n, d, L, H = len(self.catalog), c.embedding_dim, c.levels, c.heads
-        if d % H:
-            raise ValueError(f"attenmixer: embedding_dim {d} must be a multiple of heads {H}")
-
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
-                self.level_q = nn.ModuleList(nn.Linear(l * d, d) for l in range(1, L + 1))   # W_l
-                self.w0 = nn.Linear(d, d)
-                self.w1 = nn.Linear(d, d)
-                self.w2 = nn.Linear(d, d)
-                self.ln = nn.LayerNorm(d, eps=1e-8)
-                self.w3 = nn.Linear(2 * d, d)
-                for p in self.parameters():
-                    nn.init.uniform_(p, -d ** -0.5, d ** -0.5)
-                with torch.no_grad():
-                    self.item_emb.weight[n].zero_()
-
-            def encode(self, rows):
-                """The normalised session vector ``s / |s|``, ``[B, d]``."""
-                B, T = rows.shape
-                pad = rows == n
-                masked = pad & ~pad.all(1, keepdim=True)                 # an empty history keeps its pads
-                x = F.normalize(self.item_emb(rows), dim=-1)           # pads stay 0
-                x = F.normalize(F.dropout(x, c.dropout, self.training), dim=-1)
-                last = x.flip(1)[:, :L]                                  # x_t, x_{t-1}, ... (pads past the start)
-                if last.shape[1] < L:
-                    last = F.pad(last, (0, 0, 0, L - last.shape[1]))
-                q = torch.stack([lin(last[:, :l].reshape(B, l * d)) for l, lin in enumerate(self.level_q, 1)], 1)
-                q = F.normalize(q, dim=-1)                               # [B, L, d]
-                q0 = self.w0(q).view(B, L, H, d // H).transpose(1, 2)    # [B, H, L, d/H]
-                k1 = self.w1(x).view(B, T, H, d // H).transpose(1, 2)    # [B, H, T, d/H]
-                alpha = torch.softmax(2 * torch.sigmoid(q0 @ k1.transpose(-1, -2)), -1)   # [B, H, L, T]
-                mixed = alpha.pow(c.lp_norm).sum(2).pow(1.0 / c.lp_norm)  # L_p pooling over levels: [B, H, T]
-                alpha = torch.softmax((2 * mixed).masked_fill(masked[:, None, :], -torch.inf), -1)
-                alpha = F.dropout(alpha, c.dropout, self.training)
-                v = self.w2(x).view(B, T, H, d // H).transpose(1, 2)     # [B, H, T, d/H]
-                a = self.ln((alpha.unsqueeze(-1) * v).sum(2).reshape(B, d))
-                return F.normalize(self.w3(torch.cat([a, x[:, -1]], 1)), dim=-1)
-
-            def forward(self, rows):
-                e = F.dropout(F.normalize(self.item_emb.weight[:n], dim=-1), c.dropout, self.training)
-                return c.scale * self.encode(rows) @ e.T
-
-        return Net()
+        return AttenMixerNet(self.config, len(self.catalog))
