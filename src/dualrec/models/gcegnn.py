@@ -33,10 +33,14 @@ row; padding uses a zero embedding row instead of the authors' trained row 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from dualrec.data.dataset import Sequences
 from dualrec.models.neural import NeuralConfig, NeuralRecommender
@@ -88,8 +92,6 @@ def global_graph(seqs: list[np.ndarray], n_items: int, epsilon: int, n_neighbors
 def session_nodes(rows, pad: int):
     """The session graph's nodes without a per-row loop: ``nodes [B, N]`` (each row's unique items, then ``pad``)
     and ``alias [B, L]`` (the node of every position). ``N`` is the batch's largest number of distinct values."""
-    import torch
-
     srt, order = rows.sort(dim=1)
     new = torch.ones_like(srt, dtype=torch.bool)
     new[:, 1:] = srt[:, 1:] != srt[:, :-1]
@@ -101,14 +103,107 @@ def session_nodes(rows, pad: int):
 
 def transitions(rows, alias, n_nodes: int, pad: int):
     """``out [B, N, N]``: ``out[b, u, v]`` when node ``v`` is clicked right after node ``u`` somewhere in row ``b``."""
-    import torch
-
     B = rows.shape[0]
     real = (rows[:, :-1] != pad) & (rows[:, 1:] != pad)
     b = torch.arange(B, device=rows.device).unsqueeze(1).expand_as(real)
     out = torch.zeros(B, n_nodes, n_nodes, dtype=torch.bool, device=rows.device)
     out[b[real], alias[:, :-1][real], alias[:, 1:][real]] = True
     return out
+
+
+class GlobalAggregator(nn.Module):
+    """One hop of eq. 1-5 (the authors' ``GlobalAggregator``)."""
+
+    def __init__(self, c: GCEGNNConfig):
+        super().__init__()
+        d = c.hidden
+        self.slope = c.leaky_slope
+        self.w_1 = nn.Linear(d + 1, d, bias=False)
+        self.q_1 = nn.Linear(d, 1, bias=False)
+        self.w_2 = nn.Linear(2 * d, d, bias=False)
+        self.drop = nn.Dropout(c.dropout_gcn)
+
+    def forward(self, h_self, h_nb, w_nb, s):
+        """``h_self [B, M, d]``, neighbours ``h_nb [B, M, S, d]`` with weights ``w_nb [B, M, S]``."""
+        feat = torch.cat([s[:, None, None] * h_nb, w_nb.unsqueeze(-1)], -1)
+        pi = self.q_1(F.leaky_relu(self.w_1(feat), self.slope)).squeeze(-1)
+        pi = pi.masked_fill(w_nb == 0, -9e15).softmax(-1)
+        h_n = (pi.unsqueeze(-1) * h_nb).sum(-2)
+        return torch.relu(self.w_2(self.drop(torch.cat([h_self, h_n], -1))))
+
+
+class GCEGNNNet(nn.Module):
+    """The network: item rows ``[B, L]`` (pad row ``n_items``) -> logits; ``adj``/``adj_weight`` ``[n + 1, S]`` are
+    the global graph's neighbours of every item and their weights."""
+
+    def __init__(self, c: GCEGNNConfig, n_items: int, adj: np.ndarray, weight: np.ndarray):
+        super().__init__()
+        n, d, L = n_items, c.hidden, c.max_len
+        self.c, self.pad = c, n
+        self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
+        self.pos_emb = nn.Embedding(L, d)
+        self.a = nn.Parameter(torch.empty(4, d))       # a_r of eq. 7: self, out, in, in-out
+        self.global_agg = nn.ModuleList(GlobalAggregator(c) for _ in range(c.hops))
+        self.w_3 = nn.Linear(2 * d, d)
+        self.w_4 = nn.Linear(d, d)
+        self.w_5 = nn.Linear(d, d, bias=False)
+        self.q_2 = nn.Linear(d, 1, bias=False)
+        self.register_buffer("adj", torch.as_tensor(adj))
+        self.register_buffer("adj_weight", torch.as_tensor(weight))
+        stdv = 1.0 / math.sqrt(d)
+        for p in self.parameters():
+            nn.init.uniform_(p, -stdv, stdv)
+        with torch.no_grad():
+            self.item_emb.weight[n].zero_()
+
+    def local(self, h, nodes, out):
+        """Eq. 7-9 on the session graph; ``h [B, N, d]`` node embeddings."""
+        N = h.shape[1]
+        real = nodes != self.pad
+        eye = torch.eye(N, dtype=torch.bool, device=h.device)
+        inn = out.transpose(1, 2)
+        rel = torch.where(eye, 0, out.long() + 2 * inn.long())          # 0 self, 1 out, 2 in, 3 in-out
+        edge = (eye & real.unsqueeze(1)) | out | inn
+        e = (h.unsqueeze(1) * self.a[:, None]) @ h.transpose(1, 2).unsqueeze(1)   # [B, 4, N, N]
+        e = F.leaky_relu(e.gather(1, rel.unsqueeze(1)).squeeze(1), self.c.leaky_slope)
+        return e.masked_fill(~edge, -9e15).softmax(-1) @ h
+
+    def glob(self, h, nodes, s):
+        """Eq. 1-6: ``hops`` rounds of session-aware aggregation over the global graph."""
+        B = nodes.shape[0]
+        S, d = self.c.n_neighbors, self.c.hidden
+        ids, weights = [nodes], []
+        for _ in range(self.c.hops):
+            weights.append(self.adj_weight[ids[-1]])
+            ids.append(self.adj[ids[-1]].view(B, -1))
+        vectors = [h] + [self.item_emb(x) for x in ids[1:]]
+        for agg in self.global_agg:
+            vectors = [agg(vectors[k], vectors[k + 1].view(B, -1, S, d), weights[k], s)
+                       for k in range(len(vectors) - 1)]
+        return vectors[0]
+
+    def encode(self, rows):
+        """The session representation ``S`` of eq. 14, ``[B, d]``."""
+        c, n, d = self.c, self.pad, self.c.hidden
+        real = (rows != n).unsqueeze(-1).float()
+        count = real.sum(1).clamp(min=1)
+        nodes, alias = session_nodes(rows, n)
+        h = self.item_emb(nodes)
+        s = (self.item_emb(rows) * real).sum(1) / count                 # eq. 4
+        h_local = self.local(h, nodes, transitions(rows, alias, nodes.shape[1], n))
+        h_global = self.glob(h, nodes, s)
+        h_node = F.dropout(h_local, c.dropout_local, self.training) + \
+            F.dropout(h_global, c.dropout_global, self.training)        # eq. 10
+        hp = h_node.gather(1, alias.unsqueeze(-1).expand(-1, -1, d)) * real
+        T = rows.shape[1]
+        pos = self.pos_emb.weight[:T].flip(0).expand(rows.shape[0], T, d)   # the last click is p_1
+        z = torch.tanh(self.w_3(torch.cat([hp, pos], -1)))              # eq. 11
+        s_p = hp.sum(1) / count                                         # eq. 12
+        beta = self.q_2(torch.sigmoid(self.w_4(z) + self.w_5(s_p).unsqueeze(1))) * real   # eq. 13
+        return (beta * hp).sum(1)                                       # eq. 14
+
+    def forward(self, rows):
+        return self.encode(rows) @ self.item_emb.weight[:self.pad].T    # eq. 15
 
 
 class GCEGNN(NeuralRecommender):
@@ -122,98 +217,6 @@ class GCEGNN(NeuralRecommender):
         super()._fit(train, valid, checkpoint_dir)
 
     def build_network(self):
-        import math
-
-        import torch
-        import torch.nn.functional as F
-        from torch import nn
-
-        c: GCEGNNConfig = self.config
-        n, d, L, S = len(self.catalog), c.hidden, c.max_len, c.n_neighbors
+        n, S = len(self.catalog), self.config.n_neighbors
         adj, weight = self.graph or (np.full((n + 1, S), n, np.int64), np.zeros((n + 1, S), np.float32))
-
-        class GlobalAggregator(nn.Module):
-            """One hop of eq. 1-5 (the authors' ``GlobalAggregator``)."""
-
-            def __init__(self):
-                super().__init__()
-                self.w_1 = nn.Linear(d + 1, d, bias=False)
-                self.q_1 = nn.Linear(d, 1, bias=False)
-                self.w_2 = nn.Linear(2 * d, d, bias=False)
-                self.drop = nn.Dropout(c.dropout_gcn)
-
-            def forward(self, h_self, h_nb, w_nb, s):
-                """``h_self [B, M, d]``, neighbours ``h_nb [B, M, S, d]`` with weights ``w_nb [B, M, S]``."""
-                feat = torch.cat([s[:, None, None] * h_nb, w_nb.unsqueeze(-1)], -1)
-                pi = self.q_1(F.leaky_relu(self.w_1(feat), c.leaky_slope)).squeeze(-1)
-                pi = pi.masked_fill(w_nb == 0, -9e15).softmax(-1)
-                h_n = (pi.unsqueeze(-1) * h_nb).sum(-2)
-                return torch.relu(self.w_2(self.drop(torch.cat([h_self, h_n], -1))))
-
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
-                self.pos_emb = nn.Embedding(L, d)
-                self.a = nn.Parameter(torch.empty(4, d))       # a_r of eq. 7: self, out, in, in-out
-                self.global_agg = nn.ModuleList(GlobalAggregator() for _ in range(c.hops))
-                self.w_3 = nn.Linear(2 * d, d)
-                self.w_4 = nn.Linear(d, d)
-                self.w_5 = nn.Linear(d, d, bias=False)
-                self.q_2 = nn.Linear(d, 1, bias=False)
-                self.register_buffer("adj", torch.as_tensor(adj))
-                self.register_buffer("adj_weight", torch.as_tensor(weight))
-                stdv = 1.0 / math.sqrt(d)
-                for p in self.parameters():
-                    nn.init.uniform_(p, -stdv, stdv)
-                with torch.no_grad():
-                    self.item_emb.weight[n].zero_()
-
-            def local(self, h, nodes, out):
-                """Eq. 7-9 on the session graph; ``h [B, N, d]`` node embeddings."""
-                N = h.shape[1]
-                real = nodes != n
-                eye = torch.eye(N, dtype=torch.bool, device=h.device)
-                inn = out.transpose(1, 2)
-                rel = torch.where(eye, 0, out.long() + 2 * inn.long())          # 0 self, 1 out, 2 in, 3 in-out
-                edge = (eye & real.unsqueeze(1)) | out | inn
-                e = (h.unsqueeze(1) * self.a[:, None]) @ h.transpose(1, 2).unsqueeze(1)   # [B, 4, N, N]
-                e = F.leaky_relu(e.gather(1, rel.unsqueeze(1)).squeeze(1), c.leaky_slope)
-                return e.masked_fill(~edge, -9e15).softmax(-1) @ h
-
-            def glob(self, h, nodes, s):
-                """Eq. 1-6: ``hops`` rounds of session-aware aggregation over the global graph."""
-                B = nodes.shape[0]
-                ids, weights = [nodes], []
-                for _ in range(c.hops):
-                    weights.append(self.adj_weight[ids[-1]])
-                    ids.append(self.adj[ids[-1]].view(B, -1))
-                vectors = [h] + [self.item_emb(x) for x in ids[1:]]
-                for agg in self.global_agg:
-                    vectors = [agg(vectors[k], vectors[k + 1].view(B, -1, S, d), weights[k], s)
-                               for k in range(len(vectors) - 1)]
-                return vectors[0]
-
-            def encode(self, rows):
-                """The session representation ``S`` of eq. 14, ``[B, d]``."""
-                real = (rows != n).unsqueeze(-1).float()
-                count = real.sum(1).clamp(min=1)
-                nodes, alias = session_nodes(rows, n)
-                h = self.item_emb(nodes)
-                s = (self.item_emb(rows) * real).sum(1) / count                 # eq. 4
-                h_local = self.local(h, nodes, transitions(rows, alias, nodes.shape[1], n))
-                h_global = self.glob(h, nodes, s)
-                h_node = F.dropout(h_local, c.dropout_local, self.training) + \
-                    F.dropout(h_global, c.dropout_global, self.training)        # eq. 10
-                hp = h_node.gather(1, alias.unsqueeze(-1).expand(-1, -1, d)) * real
-                T = rows.shape[1]
-                pos = self.pos_emb.weight[:T].flip(0).expand(rows.shape[0], T, d)   # the last click is p_1
-                z = torch.tanh(self.w_3(torch.cat([hp, pos], -1)))              # eq. 11
-                s_p = hp.sum(1) / count                                         # eq. 12
-                beta = self.q_2(torch.sigmoid(self.w_4(z) + self.w_5(s_p).unsqueeze(1))) * real   # eq. 13
-                return (beta * hp).sum(1)                                       # eq. 14
-
-            def forward(self, rows):
-                return self.encode(rows) @ self.item_emb.weight[:n].T           # eq. 15
-
-        return Net()
+        return GCEGNNNet(self.config, n, adj, weight)
