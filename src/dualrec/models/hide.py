@@ -41,8 +41,14 @@ configs keep the paper's 10.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dualrec.models.gcegnn import session_nodes, transitions
 from dualrec.models.neural import NeuralConfig, NeuralRecommender
 
 
@@ -63,138 +69,136 @@ class HIDEConfig(NeuralConfig):
     batch_size: int = 100
 
 
+def window_edges(T: int, window: int, device):
+    """``member [E, T]`` (position ``p`` in window ``e``) and ``start [E]`` of every sliding window of 2..window."""
+    spans = [(t, w) for w in range(2, window + 1) for t in range(T - w + 1)]
+    start = torch.tensor([t for t, _ in spans], dtype=torch.long, device=device)
+    size = torch.tensor([w for _, w in spans], dtype=torch.long, device=device)
+    p = torch.arange(T, device=device)
+    return ((p >= start[:, None]) & (p < (start + size)[:, None])).float(), start
+
+
+class HIDENet(nn.Module):
+    """The network: item rows ``[B, L]`` (pad row ``n_items``) -> logits, and the disentangling loss."""
+
+    def __init__(self, c: HIDEConfig, n_items: int):
+        super().__init__()
+        n, d, K, L = n_items, c.hidden, c.n_factor, c.max_len
+        if d % K:
+            raise ValueError(f"hide: hidden={d} must be divisible by n_factor={K}")
+        dk = d // K
+        self.c, self.pad, self.dim, self.factors, self.dk = c, n, d, K, dk
+        self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
+        self.pos_emb = nn.Embedding(L, d)
+        # per factor and hyperedge kind (window, item, intent): node->edge and edge->node attention
+        self.a_1 = nn.Parameter(torch.empty(c.layers, K, 3, dk))
+        self.a_2 = nn.Parameter(torch.empty(c.layers, K, 3, dk))
+        self.classifier = nn.Linear(dk, K)
+        self.w_1 = nn.Linear(2 * d, d, bias=False)
+        self.w_s = nn.Linear(2 * d, d, bias=False)
+        self.g_1, self.g_2, self.g_3 = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.w_2 = nn.Linear(3 * d, 1, bias=False)
+        stdv = 1.0 / math.sqrt(d)
+        for p in self.parameters():
+            nn.init.uniform_(p, -stdv, stdv)
+        with torch.no_grad():
+            self.item_emb.weight[n].zero_()
+
+    def hypergraph(self, rows, nodes, alias, h, proto):
+        """Incidence ``[B, K, N, E]`` (bool) and each edge's kind ``[E]``: the window and item hyperedges,
+        shared by the factors, then each factor's intent hyperedge."""
+        c, n, K, dk = self.c, self.pad, self.factors, self.dk
+        B, T = rows.shape
+        N = nodes.shape[1]
+        real_pos = rows != n
+        real = nodes != n
+        onehot = F.one_hot(alias, N).float() * real_pos.unsqueeze(-1)          # [B, T, N]
+        member, start = window_edges(T, self.c.window, rows.device)
+        H_win = (onehot.transpose(1, 2) @ member.T > 0) & real_pos[:, start].unsqueeze(1)
+        eye = torch.eye(N, dtype=torch.bool, device=rows.device)
+        H_item = (transitions(rows, alias, N, n).transpose(1, 2) | eye) & real.unsqueeze(1)
+        # intent hyperedges: the floor(e * n) + 1 real nodes closest to each factor's prototype
+        sim = F.cosine_similarity(h, proto.expand(B, N, K, dk), dim=-1)      # [B, N, K]
+        sim = sim.masked_fill(~real.unsqueeze(-1), float("-inf"))
+        rank = sim.argsort(1, descending=True).argsort(1)
+        take = (c.sparsity * real.sum(1, keepdim=True)).floor().unsqueeze(-1)
+        H_int = (rank <= take) & real.unsqueeze(-1)                           # [B, N, K]
+        shared = torch.cat([H_win, H_item], -1).unsqueeze(1).expand(B, K, N, -1)
+        H = torch.cat([shared, H_int.transpose(1, 2).unsqueeze(-1)], -1)
+        kind = torch.cat([torch.zeros(H_win.shape[-1], dtype=torch.long), torch.ones(N, dtype=torch.long),
+                          torch.full((1,), 2)]).to(rows.device)
+        return H, kind
+
+    def propagate(self, h, H, kind, s):
+        """Intent-aware hypergraph attention; ``h [B, K, N, dk]``, ``s [B, K, dk]`` the session mean."""
+        c = self.c
+        Hf = H.float()
+        out = torch.zeros_like(h)
+        for layer in range(c.layers):
+            a_1 = self.a_1[layer][:, kind]                                    # [K, E, dk]
+            a_2 = self.a_2[layer][:, kind]
+            cluster = Hf.transpose(2, 3) @ h                                  # [B, K, E, dk]
+            e = F.leaky_relu(h @ (cluster * a_1).transpose(2, 3), c.leaky_slope)   # [B, K, N, E]
+            alpha = e.masked_fill(~H, -9e15).softmax(2)
+            m = alpha.transpose(2, 3) @ h                                     # [B, K, E, dk]
+            e = F.leaky_relu((h + s.unsqueeze(2)) @ (m * a_2).transpose(2, 3), c.leaky_slope)
+            h = e.masked_fill(~H, -9e15).softmax(3) @ m
+            out = out + h
+        return out
+
+    def node_states(self, rows):
+        """``h [B, L, d]`` per position (zero at padding), the aux loss, and the real-position mask."""
+        n, d, K, dk = self.pad, self.dim, self.factors, self.dk
+        B = rows.shape[0]
+        real_pos = (rows != n).unsqueeze(-1).float()
+        count = real_pos.sum(1).clamp(min=1)
+        nodes, alias = session_nodes(rows, n)
+        N = nodes.shape[1]
+        h0 = self.item_emb(nodes).view(B, N, K, dk)
+        s = ((self.item_emb(rows) * real_pos).sum(1) / count).view(B, K, dk)
+        proto = self.item_emb.weight[:n].mean(0).view(K, dk)                # one prototype per factor
+        H, kind = self.hypergraph(rows, nodes, alias, h0, proto)
+        h = self.propagate(h0.transpose(1, 2), H, kind, s)                 # [B, K, N, dk]
+        h = h * torch.sigmoid(h * proto[:, None]) + h
+        real = (nodes != n).float()
+        feat = (h * real[:, None, :, None]).sum(2) / real.sum(1).clamp(min=1)[:, None, None]
+        labels = torch.arange(K, device=rows.device).repeat(B)
+        aux = F.cross_entropy(self.classifier(feat.reshape(B * K, dk)), labels)
+        h = h.transpose(1, 2).reshape(B, N, d)
+        return h.gather(1, alias.unsqueeze(-1).expand(-1, -1, d)) * real_pos, aux, real_pos
+
+    def readout(self, h, real_pos):
+        d = self.dim
+        B, T, _ = h.shape
+        pos = self.pos_emb.weight[:T].flip(0).expand(B, T, d)             # the last click is p_1
+        z = torch.tanh(self.w_1(torch.cat([pos, h], -1)))
+        mean = h.sum(1) / real_pos.sum(1).clamp(min=1)
+        ctx = self.w_s(torch.cat([mean, h[:, -1]], -1)).unsqueeze(1)
+        gate = torch.sigmoid(torch.cat([self.g_1(z), self.g_2(ctx).expand(B, T, d), self.g_3(ctx * h)], -1))
+        return ((self.w_2(gate) * real_pos) * h).sum(1)
+
+    def encode(self, rows):
+        """The session representation ``S``, ``[B, d]``."""
+        h, _, real_pos = self.node_states(rows)
+        return self.readout(h, real_pos)
+
+    def logits_and_aux(self, rows):
+        c, n = self.c, self.pad
+        h, aux, real_pos = self.node_states(rows)
+        return c.score_scale * self.readout(h, real_pos) @ self.item_emb.weight[:n].T, aux
+
+    def forward(self, rows):
+        return self.logits_and_aux(rows)[0]
+
+
 class HIDE(NeuralRecommender):
     name = "hide"
     config_class = HIDEConfig
 
     def training_step(self, xb, yb):
         """Next-item cross-entropy plus ``lamda`` x the disentangling loss."""
-        import torch.nn.functional as F
-
         logits, aux = self.net.logits_and_aux(xb)
         return logits, F.cross_entropy(logits, yb) + self.config.lamda * aux
 
     def build_network(self):
-        import math
-
-        import torch
-        import torch.nn.functional as F
-        from torch import nn
-
-        from dualrec.models.gcegnn import session_nodes, transitions
-
-        c: HIDEConfig = self.config
-        n, d, K, L = len(self.catalog), c.hidden, c.n_factor, c.max_len
-        if d % K:
-            raise ValueError(f"hide: hidden={d} must be divisible by n_factor={K}")
-        dk = d // K
-
-        def window_edges(T: int, device):
-            """``member [E, T]`` (position ``p`` in window ``e``) and ``start [E]`` of every sliding window."""
-            spans = [(t, w) for w in range(2, c.window + 1) for t in range(T - w + 1)]
-            start = torch.tensor([t for t, _ in spans], dtype=torch.long, device=device)
-            size = torch.tensor([w for _, w in spans], dtype=torch.long, device=device)
-            p = torch.arange(T, device=device)
-            return ((p >= start[:, None]) & (p < (start + size)[:, None])).float(), start
-
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.item_emb = nn.Embedding(n + 1, d, padding_idx=n)
-                self.pos_emb = nn.Embedding(L, d)
-                # per factor and hyperedge kind (window, item, intent): node->edge and edge->node attention
-                self.a_1 = nn.Parameter(torch.empty(c.layers, K, 3, dk))
-                self.a_2 = nn.Parameter(torch.empty(c.layers, K, 3, dk))
-                self.classifier = nn.Linear(dk, K)
-                self.w_1 = nn.Linear(2 * d, d, bias=False)
-                self.w_s = nn.Linear(2 * d, d, bias=False)
-                self.g_1, self.g_2, self.g_3 = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
-                self.w_2 = nn.Linear(3 * d, 1, bias=False)
-                stdv = 1.0 / math.sqrt(d)
-                for p in self.parameters():
-                    nn.init.uniform_(p, -stdv, stdv)
-                with torch.no_grad():
-                    self.item_emb.weight[n].zero_()
-
-            def hypergraph(self, rows, nodes, alias, h, proto):
-                """Incidence ``[B, K, N, E]`` (bool) and each edge's kind ``[E]``: the window and item hyperedges,
-                shared by the factors, then each factor's intent hyperedge."""
-                B, T = rows.shape
-                N = nodes.shape[1]
-                real_pos = rows != n
-                real = nodes != n
-                onehot = F.one_hot(alias, N).float() * real_pos.unsqueeze(-1)          # [B, T, N]
-                member, start = window_edges(T, rows.device)
-                H_win = (onehot.transpose(1, 2) @ member.T > 0) & real_pos[:, start].unsqueeze(1)
-                eye = torch.eye(N, dtype=torch.bool, device=rows.device)
-                H_item = (transitions(rows, alias, N, n).transpose(1, 2) | eye) & real.unsqueeze(1)
-                # intent hyperedges: the floor(e * n) + 1 real nodes closest to each factor's prototype
-                sim = F.cosine_similarity(h, proto.expand(B, N, K, dk), dim=-1)      # [B, N, K]
-                sim = sim.masked_fill(~real.unsqueeze(-1), float("-inf"))
-                rank = sim.argsort(1, descending=True).argsort(1)
-                take = (c.sparsity * real.sum(1, keepdim=True)).floor().unsqueeze(-1)
-                H_int = (rank <= take) & real.unsqueeze(-1)                           # [B, N, K]
-                shared = torch.cat([H_win, H_item], -1).unsqueeze(1).expand(B, K, N, -1)
-                H = torch.cat([shared, H_int.transpose(1, 2).unsqueeze(-1)], -1)
-                kind = torch.cat([torch.zeros(H_win.shape[-1], dtype=torch.long), torch.ones(N, dtype=torch.long),
-                                  torch.full((1,), 2)]).to(rows.device)
-                return H, kind
-
-            def propagate(self, h, H, kind, s):
-                """Intent-aware hypergraph attention; ``h [B, K, N, dk]``, ``s [B, K, dk]`` the session mean."""
-                Hf = H.float()
-                out = torch.zeros_like(h)
-                for layer in range(c.layers):
-                    a_1 = self.a_1[layer][:, kind]                                    # [K, E, dk]
-                    a_2 = self.a_2[layer][:, kind]
-                    cluster = Hf.transpose(2, 3) @ h                                  # [B, K, E, dk]
-                    e = F.leaky_relu(h @ (cluster * a_1).transpose(2, 3), c.leaky_slope)   # [B, K, N, E]
-                    alpha = e.masked_fill(~H, -9e15).softmax(2)
-                    m = alpha.transpose(2, 3) @ h                                     # [B, K, E, dk]
-                    e = F.leaky_relu((h + s.unsqueeze(2)) @ (m * a_2).transpose(2, 3), c.leaky_slope)
-                    h = e.masked_fill(~H, -9e15).softmax(3) @ m
-                    out = out + h
-                return out
-
-            def node_states(self, rows):
-                """``h [B, L, d]`` per position (zero at padding), the aux loss, and the real-position mask."""
-                B = rows.shape[0]
-                real_pos = (rows != n).unsqueeze(-1).float()
-                count = real_pos.sum(1).clamp(min=1)
-                nodes, alias = session_nodes(rows, n)
-                N = nodes.shape[1]
-                h0 = self.item_emb(nodes).view(B, N, K, dk)
-                s = ((self.item_emb(rows) * real_pos).sum(1) / count).view(B, K, dk)
-                proto = self.item_emb.weight[:n].mean(0).view(K, dk)                # one prototype per factor
-                H, kind = self.hypergraph(rows, nodes, alias, h0, proto)
-                h = self.propagate(h0.transpose(1, 2), H, kind, s)                 # [B, K, N, dk]
-                h = h * torch.sigmoid(h * proto[:, None]) + h
-                real = (nodes != n).float()
-                feat = (h * real[:, None, :, None]).sum(2) / real.sum(1).clamp(min=1)[:, None, None]
-                labels = torch.arange(K, device=rows.device).repeat(B)
-                aux = F.cross_entropy(self.classifier(feat.reshape(B * K, dk)), labels)
-                h = h.transpose(1, 2).reshape(B, N, d)
-                return h.gather(1, alias.unsqueeze(-1).expand(-1, -1, d)) * real_pos, aux, real_pos
-
-            def readout(self, h, real_pos):
-                B, T, _ = h.shape
-                pos = self.pos_emb.weight[:T].flip(0).expand(B, T, d)             # the last click is p_1
-                z = torch.tanh(self.w_1(torch.cat([pos, h], -1)))
-                mean = h.sum(1) / real_pos.sum(1).clamp(min=1)
-                ctx = self.w_s(torch.cat([mean, h[:, -1]], -1)).unsqueeze(1)
-                gate = torch.sigmoid(torch.cat([self.g_1(z), self.g_2(ctx).expand(B, T, d), self.g_3(ctx * h)], -1))
-                return ((self.w_2(gate) * real_pos) * h).sum(1)
-
-            def encode(self, rows):
-                """The session representation ``S``, ``[B, d]``."""
-                h, _, real_pos = self.node_states(rows)
-                return self.readout(h, real_pos)
-
-            def logits_and_aux(self, rows):
-                h, aux, real_pos = self.node_states(rows)
-                return c.score_scale * self.readout(h, real_pos) @ self.item_emb.weight[:n].T, aux
-
-            def forward(self, rows):
-                return self.logits_and_aux(rows)[0]
-
-        return Net()
+        return HIDENet(self.config, len(self.catalog))
