@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from dualrec.evaluation.metrics import first_hit_ranks, ranking_metrics
 from dualrec.evaluation.protocols import EvalCases
@@ -209,8 +210,12 @@ class FusionRanker(Recommender):
         """Score every grid point on ``cases``; the best ``select_metric`` wins (ties: larger Stage-1 weight)."""
         c: FusionConfig = self.config
         parts = []
-        for lo in range(0, len(cases), 256):
-            parts.append(self.candidate_signals(cases.histories[lo:lo + 256])[1:3])
+        step = max(c.batch_size * 4, 1)
+        with tqdm(total=len(cases), desc="fusion: score validation users", unit="user", disable=not c.progress,
+                  leave=False) as bar:
+            for lo in range(0, len(cases), step):
+                parts.append(self.candidate_signals(cases.histories[lo:lo + step])[1:3])
+                bar.update(len(cases.histories[lo:lo + step]))
         cands = np.concatenate([p[0] for p in parts])
         signals = {name: np.concatenate([p[1][name] for p in parts]) for name in parts[0][1]}
         ks = sorted({1, 5, 10, c.n_candidates, int(c.select_metric.partition("@")[2])})
