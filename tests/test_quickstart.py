@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 
+from dualrec.evaluation.metrics import MISS
 from dualrec.evaluation.protocols import EvalCases
 from dualrec.models import Recommender
 from dualrec.quickstart import QuickstartConfig, example_text, hit_rate_curve, run_quickstart, sample_cases, text_table
@@ -23,7 +24,7 @@ def test_sample_cases_is_seeded_ordered_and_whole_when_small():
 
 
 def test_hit_rate_curve_counts_first_hits_at_each_k():
-    assert hit_rate_curve(np.array([0, 2, 2, 99]), 3) == [0.25, 0.25, 0.75]
+    assert hit_rate_curve(np.array([0, 2, 2, MISS]), 3) == [0.25, 0.25, 0.75]
 
 
 def test_quickstart_runs_the_pipeline_and_writes_a_self_contained_report(ml1m_small, tmp_path):

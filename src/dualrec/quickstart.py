@@ -28,7 +28,7 @@ from dualrec.config import DataConfig, EvalConfig, ExperimentConfig
 from dualrec.data.dataset import Dataset
 from dualrec.evaluation.bootstrap import paired_bootstrap
 from dualrec.evaluation.evaluator import EvalResult, evaluate
-from dualrec.evaluation.metrics import first_hit_ranks
+from dualrec.evaluation.metrics import MISS, first_hit_ranks
 from dualrec.evaluation.protocols import EvalCases
 from dualrec.models import Recommender, build_model
 from dualrec.models.neural import training_curves
@@ -63,9 +63,10 @@ def sample_cases(cases: EvalCases, n: int | None, seed: int) -> EvalCases:
 
 
 def hit_rate_curve(ranks: np.ndarray, max_k: int) -> list[float]:
-    """HR@k for k = 1..max_k from 0-based first-hit ranks (a miss is never below max_k)."""
+    """HR@k for k = 1..max_k from 0-based first-hit ranks (:data:`MISS` for none)."""
     ranks = np.asarray(ranks)
-    return [float((ranks < k).mean()) if len(ranks) else 0.0 for k in range(1, max_k + 1)]
+    hit = ranks != MISS
+    return [float((hit & (ranks < k)).mean()) if len(ranks) else 0.0 for k in range(1, max_k + 1)]
 
 
 def quiet_transformers() -> None:
