@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from dualrec import experiment as ex
@@ -32,7 +33,7 @@ from dualrec.evaluation.metrics import MISS, first_hit_ranks
 from dualrec.evaluation.protocols import EvalCases
 from dualrec.models import Recommender, build_model
 from dualrec.models.neural import training_curves
-from dualrec.report import grounded_text, write_report
+from dualrec.report import grounded_text, verdict, write_report
 
 
 @dataclass
@@ -50,6 +51,9 @@ class QuickstartConfig:
     llm_batch: int = 8
     generate_example: bool = True       # the paper's generate path on the example user (one LLM answer)
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
+    train_threads: int | None = 1       # torch threads while Stage 1 trains (None: torch's default); the small
+    #                                     LSTM trains as fast on one as on two, and one never stalls on a core
+    #                                     another process holds
     seed: int = 42
     progress: bool = True
 
@@ -159,7 +163,12 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, dataset: Dataset | No
     # Stage 1: the LSTM, saved as an ordinary run folder
     _say(cfg, f"Stage 1: multimodal LSTM, every position a target, {cfg.epochs} epochs")
     lstm_dir = out / "lstm"
-    lstm = ex.fit(lstm_exp, prepared, lstm_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.train_threads or threads)
+    try:
+        lstm = ex.fit(lstm_exp, prepared, lstm_dir)
+    finally:
+        torch.set_num_threads(threads)
     history = getattr(lstm, "history", [])
     (lstm_dir / "history.json").write_text(json.dumps(history, indent=1))
     if history:
@@ -231,7 +240,7 @@ def text_table(summary: dict) -> str:
     lo, hi = b["delta_NDCG@10"]
     lines.append("")
     lines.append(f"{b['a']} - {b['b']}: NDCG@10 {b['delta']['NDCG@10']:+.4f}, 95 % paired-bootstrap interval "
-                 f"[{lo:+.4f}, {hi:+.4f}] over {b['n_users']} users")
+                 f"[{lo:+.4f}, {hi:+.4f}] over {b['n_users']} users: {verdict(b)}")
     fused = summary["rows"][-1]
     if fused.get("weights"):
         lines.append("fusion weights: " + ", ".join(f"{k} {v:g}" for k, v in fused["weights"].items()))

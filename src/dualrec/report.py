@@ -35,6 +35,8 @@ def hit_rate_plot(rows: list[dict]) -> bytes:
     for r in rows:
         curve = r["hit_rate_curve"]
         ax.plot(range(1, len(curve) + 1), curve, "-o", ms=3, label=r["label"])
+    k = max((len(r["hit_rate_curve"]) for r in rows), default=1)
+    ax.set_xticks(sorted({1, *range(5, k + 1, 5), k}))
     ax.set_xlabel("k (list length)")
     ax.set_ylabel("hit rate @ k")
     ax.set_title("hit rate @ k, the same test users")
@@ -67,12 +69,26 @@ def metrics_table(summary: dict) -> str:
         lo, hi = b["delta_NDCG@10"]
         out.append(f"<p>{_esc(b['a'])} minus {_esc(b['b'])}: NDCG@10 {b['delta']['NDCG@10']:+.4f}, 95 % paired-"
                    f"bootstrap interval [{lo:+.4f}, {hi:+.4f}] over {b['n_users']} users "
-                   f"({'a difference this sample supports' if lo > 0 or hi < 0 else 'no difference shown'}).</p>")
+                   f"({_esc(verdict(b))}).</p>")
     fused = rows[-1]
     if fused.get("weights"):
         out.append("<p>Fusion weights (" + _esc(fused.get("weights_chosen_on", "")) + "): "
                    + ", ".join(f"{_esc(k)} {v:g}" for k, v in fused["weights"].items()) + ".</p>")
     return "\n".join(out)
+
+
+def sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def verdict(b: dict) -> str:
+    """What a paired-bootstrap interval of A - B says, in words."""
+    lo, hi = b["delta_NDCG@10"]
+    if lo > 0:
+        return f"{b['a']} is better on these users"
+    if hi < 0:
+        return f"{b['b']} alone is better on these users"
+    return "no difference shown on these users"
 
 
 def grounded_text(gen: dict) -> str:
@@ -87,7 +103,7 @@ def grounded_text(gen: dict) -> str:
 
 def example_html(example: dict) -> str:
     target = {t["item"] for t in example["target"]}
-    parts = [f"<p>{_esc(example['chosen']).capitalize()}: user {example['user']}, {example['history_length']} movies rated. The five latest: "
+    parts = [f"<p>{_esc(sentence(example['chosen']))}: user {example['user']}, {example['history_length']} movies rated. The five latest: "
              + "; ".join(_esc(t["title"]) for t in example["recent"]) + ". Held out (the movie to predict): <b>"
              + "; ".join(_esc(t["title"]) for t in example["target"]) + "</b>.</p><div class=cols>"]
     for label, items in example["lists"].items():
@@ -98,7 +114,7 @@ def example_html(example: dict) -> str:
     if gen:
         parts.append(f"<h4>The LLM's own answer (the paper's generate path)</h4><p>Stage 1's pick in the prompt: "
                      f"{_esc(gen['lstm_title'])}.</p><pre>{_esc((gen['answer'] or '(no answer)').strip())}</pre>"
-                     f"<p>{_esc(grounded_text(gen))}.</p>")
+                     f"<p>{_esc(sentence(grounded_text(gen)))}.</p>")
     return "\n".join(parts)
 
 
