@@ -4,6 +4,7 @@ path as `scripts/main.sh`, and what it leaves in the run folder."""
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 
@@ -11,8 +12,10 @@ import numpy as np
 
 from dualrec.evaluation.metrics import MISS
 from dualrec.evaluation.protocols import EvalCases
+from dualrec.experiment import PROTOCOL_NOTES
 from dualrec.models import Recommender
-from dualrec.quickstart import QuickstartConfig, example_text, hit_rate_curve, run_quickstart, sample_cases, text_table
+from dualrec.quickstart import (SAMPLE_NOTES, QuickstartConfig, example_text, hit_rate_curve, run_quickstart,
+                                sample_cases, text_table)
 
 
 def test_sample_cases_is_seeded_ordered_and_whole_when_small():
@@ -21,6 +24,10 @@ def test_sample_cases_is_seeded_ordered_and_whole_when_small():
     assert a.users.tolist() == b.users.tolist() and len(a) == 4 and np.all(np.diff(a.users) > 0)
     assert [int(t[0]) for t in a.targets] == [int(u) + 100 for u in a.users]   # rows stay together
     assert sample_cases(cases, 50, 7) is cases and sample_cases(cases, None, 7) is cases
+
+
+def test_every_protocol_has_a_caption_note():
+    assert set(SAMPLE_NOTES) == set(PROTOCOL_NOTES)
 
 
 def test_hit_rate_curve_counts_first_hits_at_each_k():
@@ -48,7 +55,7 @@ def test_quickstart_runs_the_pipeline_and_writes_a_self_contained_report(ml1m_sm
     assert (tmp_path / "lstm" / "experiment.yaml").exists() and (tmp_path / "fusion" / "model").is_dir()
 
     page = (tmp_path / "report.html").read_text()
-    assert "<table" in page and all(label in page for label in labels) and summary["caption"] in page
+    assert "<table" in page and all(label in page for label in labels) and html.escape(summary["caption"]) in page
     pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
     assert len(pngs) == 2 and all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert not re.search(r"(src|href)=['\"]?https?:", page)                  # nothing fetched at view time
@@ -58,5 +65,5 @@ def test_quickstart_runs_the_pipeline_and_writes_a_self_contained_report(ml1m_sm
     gen = example["generate"]
     assert isinstance(gen["answer"], str) and gen["answer"]
     table, shown = text_table(summary), example_text(example)
-    assert table.startswith("20 of ") and "strict protocol" in table and labels[-1] in table
+    assert table.startswith("20 of 600 test cases") and "strict protocol" in table and labels[-1] in table
     assert "LLM answer" in shown and example["target"][0]["title"] in shown
