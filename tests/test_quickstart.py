@@ -67,3 +67,23 @@ def test_quickstart_runs_the_pipeline_and_writes_a_self_contained_report(ml1m_sm
     table, shown = text_table(summary), example_text(example)
     assert table.startswith("20 of 600 test cases") and "strict protocol" in table and labels[-1] in table
     assert "LLM answer" in shown and example["target"][0]["title"] in shown
+
+
+def test_quickstart_command_prints_the_table_with_the_llm_row_and_the_report_path(tmp_path):
+    from typer.testing import CliRunner
+
+    from conftest import ML1M_RATINGS, SHARED_DATA
+    from dualrec.cli import app
+
+    out = tmp_path / "main"
+    result = CliRunner().invoke(app, ["quickstart", "--data-dir", str(SHARED_DATA), "--ratings", str(ML1M_RATINGS),
+                                      "--epochs", "1", "--max-windows", "300", "--test-users", "10",
+                                      "--valid-users", "10", "--no-generate-example", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("10 of 2999 test cases") for line in lines)
+    fused = next(line for line in lines if line.startswith("DUALRec: Stage 1 + LLM ranker + SBERT "))
+    assert fused.split()[-2] == "1.0000"                                    # the coverage column
+    assert f"full report: {out / 'report.html'}" in result.output and (out / "report.html").exists()
+    assert "LLM answer" not in result.output                                # --no-generate-example
+    assert json.loads((out / "results.json").read_text())["sample"]["test_users"] == 10
