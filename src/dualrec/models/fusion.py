@@ -42,6 +42,8 @@ from dualrec.llm.rerank import SBERTReranker
 from dualrec.models.base import ModelConfig, Recommendations, Recommender
 
 SIGNALS = ("llm", "sbert")
+LOADING = {"llm": "the language model (the first use converts the embedded GGUF: about a minute)",
+           "sbert": "SBERT and the catalog's title embeddings"}
 
 
 @dataclass
@@ -91,6 +93,10 @@ class LLMRankSignal:
         self.ranker
         return self._backend.identity()
 
+    def load(self) -> None:
+        """Load the model now (the first use may convert the embedded GGUF), not inside the first batch."""
+        self.ranker
+
     def scores(self, histories, candidates):
         return self.ranker.scores(histories, candidates)
 
@@ -101,6 +107,10 @@ class SBERTSignal:
 
     def scores(self, histories, candidates):
         return self.reranker.history_similarity(self.catalog, histories, candidates)
+
+    def load(self) -> None:
+        """Embed the catalog now (cached on disk after the first time), not inside the first batch."""
+        self.reranker.catalog_embeddings(self.catalog)
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -162,6 +172,15 @@ class FusionRanker(Recommender):
         """Inject a ready signal (tests, a caller that already holds the model)."""
         self._signals[name] = signal
 
+    def load_signals(self) -> None:
+        """Load every signal's model before users are scored, so per-user progress and timings start clean."""
+        for name in self.config.signals:
+            load = getattr(self.signal(name), "load", None)   # an injected signal may have nothing to load
+            if load is not None:
+                if self.config.progress:
+                    tqdm.write(f"fusion: loading {LOADING[name]}")
+                load()
+
     def llm_identity(self) -> dict | None:
         """Which LLM scored the candidates, in which precision (None when no LLM signal is used)."""
         return self.signal("llm").identity() if "llm" in self.config.signals else None
@@ -203,6 +222,7 @@ class FusionRanker(Recommender):
         if valid is None or not len(valid):
             raise ValueError("fusion: weights=None needs validation cases to choose them on")
         cases = valid.head(c.max_valid_users) if c.max_valid_users else valid
+        self.load_signals()
         self.selection = self.select_weights(cases)
         c.weights = self.selection["weights"]
 
