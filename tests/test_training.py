@@ -19,7 +19,7 @@ from dualrec.data.windows import IGNORE, make_chunks
 from dualrec.evaluation.evaluator import evaluate
 from dualrec.evaluation.protocols import make_split
 from dualrec.models import Recommender, build_model
-from dualrec.models.training import GlobalBatches, lightning_precision
+from dualrec.models.training import GlobalBatches, epoch_line, lightning_precision
 from dualrec.utils import cpu_has_native_bf16
 
 TESTS = Path(__file__).resolve().parent
@@ -191,3 +191,13 @@ def test_bf16_autocast_trains_to_the_fp32_loss(tiny):
         m = build_model("sasrec", dict(SMALL["sasrec"], epochs=2, precision=precision, progress=False, seed=1))
         losses[precision] = m.fit(split.train, catalog).history[-1]["train_loss"]
     assert losses["bf16"] == pytest.approx(losses["32"], rel=0.01) and losses["bf16"] != losses["32"]
+
+
+def test_epoch_line_is_one_readable_sentence():
+    row = {"epoch": 2, "train_loss": 5.7604, "train_top1": 0.02, "train_top5": 0.0811, "seconds": 63.2,
+           "rows_per_s": 210.0, "targets_per_s": 5628.4, "val_loss": 5.5961, "val_top1": 0.03, "val_top5": 0.127,
+           "val_ndcg10": 0.14951}
+    assert epoch_line("lstm", row, 3) == ("lstm epoch 2/3: loss 5.760 (validation 5.596), top-5 0.081 (validation "
+                                          "0.127), validation NDCG@10 0.1495, 63 s, 5,628 targets/s")
+    no_valid = {k: v for k, v in row.items() if not k.startswith("val_")}
+    assert epoch_line("gru4rec", no_valid, 3) == "gru4rec epoch 2/3: loss 5.760, top-5 0.081, 63 s, 5,628 targets/s"

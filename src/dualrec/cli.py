@@ -438,6 +438,43 @@ def finetune(stage1: Path = typer.Option(..., help="Stage-1 run folder from `dua
 
 
 @app.command()
+def quickstart(out: Path = typer.Option(Path("runs/main"), "--out", "-o", help="Run folder: results.json, "
+                                                                           "results.md, report.html, lstm/, fusion/."),
+               epochs: int = typer.Option(3, help="Stage-1 LSTM epochs (every position a target)."),
+               test_users: int = typer.Option(300, help="Seeded sample of test users every row is scored on."),
+               valid_users: int = typer.Option(200, help="Validation users the fusion weights are chosen on."),
+               signals: str = typer.Option("llm,sbert", help="LLM-stage signals over Stage 1's top 20: llm "
+                                                             "(the embedded verbalizer ranker), sbert."),
+               max_windows: Optional[int] = typer.Option(None, help="Stage-1 training rows (smoke runs)."),
+               generate_example: bool = typer.Option(True, help="Show the paper's generate path (the LLM's "
+                                                                "answer, grounded) on the example user."),
+               protocol: str = typer.Option("strict", help="strict | paper | chrono"),
+               data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt):
+    """The main job: the DUALRec pipeline end to end in minutes (a small Stage-1 LSTM, the LLM stage on the
+    embedded model for a sample of users, MostPop), one evaluator, a table, one user, and report.html.
+
+    Example: dualrec quickstart --ratings ../shared/data/ml-1m-ratings-head/ratings.dat --data-dir ../shared/data
+    --out runs/main
+    """
+    from dualrec.config import DataConfig
+    from dualrec.quickstart import QuickstartConfig, example_text, run_quickstart, text_table
+
+    cfg = QuickstartConfig(data=DataConfig(data_dir=str(data_dir) if data_dir else None,
+                                           ratings=str(ratings) if ratings else None),
+                           protocol=protocol, epochs=epochs, max_windows=max_windows, valid_users=valid_users,
+                           test_users=test_users, signals=[s.strip() for s in signals.split(",") if s.strip()],
+                           generate_example=generate_example)
+    try:
+        summary = run_quickstart(cfg, out)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo("\n" + text_table(summary) + "\n")
+    typer.echo(example_text(summary["example"]) + "\n")
+    typer.echo(f"full report: {out / 'report.html'} (open it in a browser); every number's record: "
+               f"{out / 'results.json'}; finished in {summary['seconds']:.0f} s")
+
+
+@app.command()
 def compare(a: Path = typer.Argument(..., help="Predictions (`dualrec predict`) or a result record of model A."),
             b: Path = typer.Argument(..., help="The same for model B (the baseline), on the same users."),
             metrics: str = typer.Option("NDCG@10,HR@10", help="Comma-separated HR@k / NDCG@k."),

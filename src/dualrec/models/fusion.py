@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from dualrec.evaluation.metrics import first_hit_ranks, ranking_metrics
 from dualrec.evaluation.protocols import EvalCases
@@ -41,6 +42,8 @@ from dualrec.llm.rerank import SBERTReranker
 from dualrec.models.base import ModelConfig, Recommendations, Recommender
 
 SIGNALS = ("llm", "sbert")
+LOADING = {"llm": "the language model (the first use converts the embedded GGUF: about a minute)",
+           "sbert": "SBERT and the catalog's title embeddings"}
 
 
 @dataclass
@@ -90,6 +93,10 @@ class LLMRankSignal:
         self.ranker
         return self._backend.identity()
 
+    def load(self) -> None:
+        """Load the model now (the first use may convert the embedded GGUF), not inside the first batch."""
+        self.ranker
+
     def scores(self, histories, candidates):
         return self.ranker.scores(histories, candidates)
 
@@ -100,6 +107,10 @@ class SBERTSignal:
 
     def scores(self, histories, candidates):
         return self.reranker.history_similarity(self.catalog, histories, candidates)
+
+    def load(self) -> None:
+        """Embed the catalog now (cached on disk after the first time), not inside the first batch."""
+        self.reranker.catalog_embeddings(self.catalog)
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -161,6 +172,15 @@ class FusionRanker(Recommender):
         """Inject a ready signal (tests, a caller that already holds the model)."""
         self._signals[name] = signal
 
+    def load_signals(self) -> None:
+        """Load every signal's model before users are scored, so per-user progress and timings start clean."""
+        for name in self.config.signals:
+            load = getattr(self.signal(name), "load", None)   # an injected signal may have nothing to load
+            if load is not None:
+                if self.config.progress:
+                    tqdm.write(f"fusion: loading {LOADING[name]}")
+                load()
+
     def llm_identity(self) -> dict | None:
         """Which LLM scored the candidates, in which precision (None when no LLM signal is used)."""
         return self.signal("llm").identity() if "llm" in self.config.signals else None
@@ -202,6 +222,7 @@ class FusionRanker(Recommender):
         if valid is None or not len(valid):
             raise ValueError("fusion: weights=None needs validation cases to choose them on")
         cases = valid.head(c.max_valid_users) if c.max_valid_users else valid
+        self.load_signals()
         self.selection = self.select_weights(cases)
         c.weights = self.selection["weights"]
 
@@ -209,8 +230,12 @@ class FusionRanker(Recommender):
         """Score every grid point on ``cases``; the best ``select_metric`` wins (ties: larger Stage-1 weight)."""
         c: FusionConfig = self.config
         parts = []
-        for lo in range(0, len(cases), 256):
-            parts.append(self.candidate_signals(cases.histories[lo:lo + 256])[1:3])
+        step = max(c.batch_size * 4, 1)
+        with tqdm(total=len(cases), desc="fusion: score validation users", unit="user", disable=not c.progress,
+                  leave=False) as bar:
+            for lo in range(0, len(cases), step):
+                parts.append(self.candidate_signals(cases.histories[lo:lo + step])[1:3])
+                bar.update(len(cases.histories[lo:lo + step]))
         cands = np.concatenate([p[0] for p in parts])
         signals = {name: np.concatenate([p[1][name] for p in parts]) for name in parts[0][1]}
         ks = sorted({1, 5, 10, c.n_candidates, int(c.select_metric.partition("@")[2])})

@@ -179,6 +179,7 @@ def training_curves(history: list[dict], path: str | Path, paper: dict | None = 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -191,6 +192,7 @@ def training_curves(history: list[dict], path: str | Path, paper: dict | None = 
                            label=f"paper {split}")
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

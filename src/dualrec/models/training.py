@@ -85,6 +85,16 @@ class GlobalBatches(torch.utils.data.Sampler):
         return math.ceil(self.n / self.batch_size)
 
 
+def epoch_line(name: str, row: dict, max_epochs: int) -> str:
+    """One readable line per epoch: losses, top-5 accuracy, validation NDCG@10 and speed (history.json has all)."""
+    parts = [f"loss {row['train_loss']:.3f}" + (f" (validation {row['val_loss']:.3f})" if "val_loss" in row else ""),
+             f"top-5 {row['train_top5']:.3f}" + (f" (validation {row['val_top5']:.3f})" if "val_top5" in row else "")]
+    if "val_ndcg10" in row:
+        parts.append(f"validation NDCG@10 {row['val_ndcg10']:.4f}")
+    parts.append(f"{row['seconds']:.0f} s, {row['targets_per_s']:,.0f} targets/s")
+    return f"{name} epoch {row['epoch']}/{max_epochs}: " + ", ".join(parts)
+
+
 def lightning_precision(precision: str, device: str) -> str:
     """Lightning's precision flag for the config's ``precision`` on ``device`` ("cpu", "cuda", "cuda:1")."""
     if precision not in PRECISIONS:
@@ -178,8 +188,7 @@ class SequenceTask(L.LightningModule):
                 self.best = (row["val_ndcg10"], {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()})
         self.history.append(row)
         if self.recommender.config.progress and self.trainer.is_global_zero:
-            print(f"{self.recommender.name} epoch {row['epoch']}/{self.trainer.max_epochs}: " + ", ".join(
-                f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"), flush=True)
+            print(epoch_line(self.recommender.name, row, self.trainer.max_epochs), flush=True)
 
     # ---- validation ----------------------------------------------------------------------------------------
 
