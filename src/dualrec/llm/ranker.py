@@ -31,7 +31,7 @@ from dualrec.data.catalog import Catalog
 from dualrec.data.dataset import Sequences
 from dualrec.llm.cache import ResponseCache, cache_key
 from dualrec.llm.prompts import template
-from dualrec.llm.scoring import model_parts
+from dualrec.llm.scoring import model_parts, prompt_pass, soft_cap
 
 LABELS = string.ascii_uppercase
 
@@ -81,19 +81,16 @@ def label_logits(model, hidden, token_ids):
     import torch
 
     _, head, cap = model_parts(model)
-    rows = head.weight[torch.as_tensor(token_ids, device=hidden.device)]
-    z = hidden.float() @ rows.float().T
+    rows = torch.as_tensor(token_ids, device=hidden.device)
+    z = hidden.float() @ head.weight[rows].float().T
     if head.bias is not None:
-        z = z + head.bias[token_ids].float()
-    return torch.tanh(z / cap) * cap if cap else z
+        z = z + head.bias[rows].float()
+    return soft_cap(z, cap)
 
 
 def last_hidden(model, input_ids, attention_mask):
-    """The decoder's hidden state at the last position of left-padded prompts ``[B, H]``."""
-    decoder, _, _ = model_parts(model)
-    positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False)
-    return out.last_hidden_state[:, -1]
+    """The decoder's hidden state at the last position of left-padded prompts ``[B, H]`` (no KV cache kept)."""
+    return prompt_pass(model, input_ids, attention_mask, use_cache=False).last_hidden_state[:, -1]
 
 
 class VerbalizerRanker:

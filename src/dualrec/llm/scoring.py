@@ -26,6 +26,13 @@ def model_parts(model):
     return base.get_decoder(), base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
 
 
+def soft_cap(z, cap: float | None):
+    """The model's final logit soft-capping (``cap * tanh(z / cap)``, Gemma 2/3), or ``z`` unchanged without one."""
+    import torch
+
+    return torch.tanh(z / cap) * cap if cap else z
+
+
 def log_normaliser(model, hidden, chunk: int = 16384):
     """``logsumexp`` over the vocabulary of the logits of decoder hidden states ``[M, H]`` (with the model's final
     soft-capping, if any), in fp32, one vocabulary slice of the LM head at a time, then over the slices: the
@@ -42,20 +49,18 @@ def log_normaliser(model, hidden, chunk: int = 16384):
     for lo in range(0, head.weight.shape[0], chunk):
         z = F.linear(hidden, head.weight[lo:lo + chunk],
                      None if head.bias is None else head.bias[lo:lo + chunk]).float()
-        parts.append(torch.logsumexp(torch.tanh(z / cap) * cap if cap else z, dim=-1))
+        parts.append(torch.logsumexp(soft_cap(z, cap), dim=-1))
     return torch.logsumexp(torch.stack(parts, dim=-1), dim=-1)
 
 
 def target_logits(model, hidden, targets):
     """fp32 logits of the tokens ``targets [M]`` only (dot products with their LM-head rows), from hidden states
     ``[M, H]``; soft-capped like the model's."""
-    import torch
-
     _, head, cap = model_parts(model)
     z = (hidden.float() * head.weight[targets].float()).sum(-1)
     if head.bias is not None:
         z = z + head.bias[targets].float()
-    return torch.tanh(z / cap) * cap if cap else z
+    return soft_cap(z, cap)
 
 
 def token_logprobs(model, hidden, targets):
@@ -76,13 +81,14 @@ def answer_logprobs(model, input_ids, attention_mask, answer_mask):
     return token_logprobs(model, h, targets), rows[0]
 
 
-def prompt_pass(model, input_ids, attention_mask):
-    """The decoder over a batch of left-padded prompts, with their KV cache (``.cache``) and hidden states
-    (``.last_hidden_state``); no LM head (at 262k tokens it would cost more than the decoder). Positions count real
-    tokens only, as ``generate`` numbers them, so a continuation from this cache matches one from the prompts."""
+def prompt_pass(model, input_ids, attention_mask, use_cache: bool = True):
+    """The decoder over a batch of left-padded prompts, with their KV cache (``.cache``, unless ``use_cache`` is
+    False) and hidden states (``.last_hidden_state``); no LM head (at 262k tokens it would cost more than the
+    decoder). Positions count real tokens only, as ``generate`` numbers them, so a continuation from this cache
+    matches one from the prompts."""
     decoder, _, _ = model_parts(model)
     positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    return decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True)
+    return decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=use_cache)
 
 
 def candidate_texts(catalog, items: Sequence[int]) -> list[str]:
