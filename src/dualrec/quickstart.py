@@ -29,7 +29,7 @@ from dualrec.config import DataConfig, EvalConfig, ExperimentConfig
 from dualrec.data.dataset import Dataset
 from dualrec.evaluation.bootstrap import paired_bootstrap
 from dualrec.evaluation.evaluator import EvalResult, evaluate
-from dualrec.evaluation.metrics import MISS, first_hit_ranks
+from dualrec.evaluation.metrics import MISS
 from dualrec.evaluation.protocols import EvalCases
 from dualrec.models import Recommender, build_model
 from dualrec.models.neural import training_curves
@@ -96,9 +96,8 @@ def _row(label: str, exp: ExperimentConfig, model: Recommender, prepared: ex.Pre
          sample: dict) -> tuple[dict, np.ndarray]:
     record = ex.result_record(exp, model, prepared, result)
     record.update(label=label, sample=sample)
-    ranks = first_hit_ranks(result.recommendations.items, result.cases.targets, max(exp.evaluation.ks))
-    record["hit_rate_curve"] = hit_rate_curve(ranks, max(exp.evaluation.ks))
-    return record, ranks
+    record["hit_rate_curve"] = hit_rate_curve(result.ranks, max(exp.evaluation.ks))
+    return record, result.ranks
 
 
 def _describe(catalog, items) -> list[dict]:

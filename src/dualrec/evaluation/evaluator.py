@@ -23,6 +23,7 @@ class EvalResult:
     timings: dict[str, float]
     recommendations: Recommendations = field(repr=False)
     cases: EvalCases = field(repr=False)
+    ranks: np.ndarray = field(repr=False)   # each case's 0-based first-hit rank within max(ks), or MISS
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "counts": self.counts, "timings": self.timings}
@@ -80,4 +81,4 @@ def evaluate(model: Recommender, cases: EvalCases, catalog: Catalog, ks: Sequenc
             metrics["coverage"] = sum(answered) / max(n, 1)
     timings = {"total_s": seconds, "s_per_user": seconds / max(n, 1),
                **{f"stage_{k}_s_per_user": v / max(n, 1) for k, v in recs.timings.items()}}
-    return EvalResult(metrics, counts, timings, recs, cases)
+    return EvalResult(metrics, counts, timings, recs, cases, ranks)

@@ -27,8 +27,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from dualrec.evaluation.bootstrap import paired_bootstrap
-from dualrec.evaluation.metrics import first_hit_ranks
+from dualrec.evaluation.metrics import first_hit_ranks, ranking_metrics
 
 COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@1", "NDCG@5", "NDCG@10", "genre_jaccard", "hallucination_rate")
 
@@ -102,18 +104,17 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
     start = time.perf_counter()
     result = ex.run_evaluation(cfg, model, prepared)
     record = ex.result_record(cfg, model, prepared, result)
-    record["answered"] = answered_vs_stage1(model, result, cfg.evaluation.ks)
+    max_k = max(cfg.evaluation.ks)
+    base = stage1_ranks(model, result, max_k) if row.config is not None else None   # its own Stage 1, same users
+    record["answered"] = answered_vs_stage1(model, result, cfg.evaluation.ks, base)
     if row.config is not None:   # which LLM answered, in which precision (the config may say "auto")
         record["llm"] = model.llm_identity()
-    ranks = first_hit_ranks(result.recommendations.items, result.cases.targets, max(cfg.evaluation.ks))
-    record["per_user"] = {"users": result.cases.users.tolist(), "ranks": ranks.tolist()}
+    record["per_user"] = {"users": result.cases.users.tolist(), "ranks": result.ranks.tolist()}
     record["s_per_user"] = record["timings"]["s_per_user"]
     if "coverage" in record["metrics"]:
         record["coverage"] = record["metrics"]["coverage"]
-    if row.config is not None:   # the paired-bootstrap interval against this row's own Stage 1, same users
-        stage1_ranks = first_hit_ranks(model.stage1.recommend(result.cases.histories, max(cfg.evaluation.ks)).items,
-                                       result.cases.targets, max(cfg.evaluation.ks))
-        record["ci"] = paired_bootstrap(ranks, stage1_ranks, ("NDCG@10", "HR@10"), seed=cfg.seed)
+    if base is not None:         # the paired-bootstrap interval against that Stage 1
+        record["ci"] = paired_bootstrap(result.ranks, base, ("NDCG@10", "HR@10"), seed=cfg.seed)
     if cfg.model_name == "fusion":
         record["alpha"] = model.config.weights
         record["selection"] = model.selection
@@ -161,26 +162,26 @@ def weights_digest(folder: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def answered_vs_stage1(model, result, ks) -> dict | None:
+def stage1_ranks(model, result, max_k: int):
+    """First-hit ranks (within ``max_k``, as ``result.ranks``) of the hybrid's own Stage-1 ranking on the cases
+    ``result`` scored."""
+    return first_hit_ranks(model.stage1.recommend(result.cases.histories, max_k).items, result.cases.targets, max_k)
+
+
+def answered_vs_stage1(model, result, ks, stage1=None) -> dict | None:
     """The LLM's own contribution: metrics over the users whose list came from the LLM (no fallback), next to the
-    Stage-1 model's ranking of the same users. The whole-row metrics mix both, since a fallback user gets Stage 1's
-    list; this separates them."""
-    import numpy as np
-
-    from dualrec.evaluation.metrics import first_hit_ranks, ranking_metrics
-
+    Stage-1 model's ranking of the same users (``stage1``: its first-hit ranks on every case, computed here when not
+    given). The whole-row metrics mix both, since a fallback user gets Stage 1's list; this separates them."""
     extras = result.recommendations.extras
     if not extras or getattr(model, "stage1", None) is None:
         return None
     idx = np.flatnonzero([e.get("answered", not e.get("fallback", False)) for e in extras])
     if not len(idx):
         return {"users": 0}
-    targets = [result.cases.targets[i] for i in idx]
-    max_k = max(ks)
-    llm = first_hit_ranks([result.recommendations.items[i] for i in idx], targets, max_k)
-    stage1 = first_hit_ranks(model.stage1.recommend([result.cases.histories[i] for i in idx], max_k).items,
-                             targets, max_k)
-    return {"users": int(len(idx)), "llm": ranking_metrics(llm, ks), "stage1": ranking_metrics(stage1, ks)}
+    if stage1 is None:
+        stage1 = stage1_ranks(model, result, max(ks))
+    return {"users": int(len(idx)), "llm": ranking_metrics(result.ranks[idx], ks),
+            "stage1": ranking_metrics(stage1[idx], ks)}
 
 
 ANSWERED = ("HR@1", "HR@5", "HR@10", "NDCG@5")
