@@ -149,6 +149,16 @@ class Recommender(ABC):
         return model
 
 
+def load_on_catalog(path: str | Path, catalog: Catalog, what: str) -> Recommender:
+    """A saved model to use inside another (a hybrid's Stage 1, DUIP's encoder), refused when it was trained on
+    another catalog: its item rows would name other items. ``what`` names it in the error."""
+    model = Recommender.load(path)
+    if not np.array_equal(model.catalog.ids, catalog.ids):
+        raise ValueError(f"{what} {path} was trained on a different catalog ({len(model.catalog)} items) than this "
+                         f"run ({len(catalog)} items)")
+    return model
+
+
 class ScoringRecommender(Recommender):
     """A model that scores every catalog item for a history; subclasses implement :meth:`score`.
 

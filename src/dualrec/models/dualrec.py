@@ -41,7 +41,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dualrec.models.base import ModelConfig, Recommendations, Recommender
+from dualrec.models.base import ModelConfig, Recommendations, Recommender, load_on_catalog
 
 MODES = ("generate", "constrained", "score")
 FALLBACKS = ("none", "stage1")
@@ -93,11 +93,7 @@ class DualRec(Recommender):
     def _fit(self, train, valid, checkpoint_dir: Path | None) -> None:
         c: DualRecConfig = self.config
         if Path(c.stage1).is_dir():
-            self.stage1 = Recommender.load(c.stage1)
-            if len(self.stage1.catalog) != len(self.catalog) or not np.array_equal(self.stage1.catalog.ids,
-                                                                                     self.catalog.ids):
-                raise ValueError(f"dualrec: stage-1 model {c.stage1} was trained on a different catalog "
-                                 f"({len(self.stage1.catalog)} items vs {len(self.catalog)})")
+            self.stage1 = load_on_catalog(c.stage1, self.catalog, "dualrec: stage-1 model")
         else:
             from dualrec.models import build_model
 

@@ -307,17 +307,14 @@ class DUIP(NeuralRecommender):
 
         With ``lstm_run`` the weights start from that trained run and its LSTM options are copied into
         ``config.lstm``, so a saved DUIP rebuilds the same architecture (and then loads its own weights)."""
-        from dualrec.models.base import Recommender
+        from dualrec.models.base import load_on_catalog
         from dualrec.models.lstm import MultimodalLSTM
 
         c: DUIPConfig = self.config
         if c.lstm_run and not self._from_checkpoint:
-            lstm = Recommender.load(c.lstm_run)
+            lstm = load_on_catalog(c.lstm_run, self.catalog, "lstm_run")
             if not isinstance(lstm, MultimodalLSTM):
                 raise ValueError(f"lstm_run={c.lstm_run} holds a {lstm.name!r} model, not an lstm")
-            if not np.array_equal(lstm.catalog.ids, self.catalog.ids):
-                raise ValueError(f"lstm_run={c.lstm_run} was trained on a different catalog "
-                                 f"({len(lstm.catalog)} items) than this run ({len(self.catalog)} items)")
             c.lstm = lstm.config.to_dict()
             net = lstm.net.cpu()
         else:

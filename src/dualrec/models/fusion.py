@@ -39,7 +39,7 @@ from dualrec.llm.cache import ResponseCache
 from dualrec.llm.hf import cache_root
 from dualrec.llm.ranker import VerbalizerRanker
 from dualrec.llm.rerank import SBERTReranker
-from dualrec.models.base import ModelConfig, Recommendations, Recommender
+from dualrec.models.base import ModelConfig, Recommendations, Recommender, load_on_catalog
 
 SIGNALS = ("llm", "sbert")
 LOADING = {"llm": "the language model (the first use converts the embedded GGUF: about a minute)",
@@ -213,9 +213,7 @@ class FusionRanker(Recommender):
         c: FusionConfig = self.config
         if not c.stage1 or not Path(c.stage1).is_dir():
             raise FileNotFoundError(f"fusion: stage1 must be a saved model folder, got {c.stage1!r}")
-        self.stage1 = Recommender.load(c.stage1)
-        if not np.array_equal(self.stage1.catalog.ids, self.catalog.ids):
-            raise ValueError(f"fusion: stage-1 model {c.stage1} was trained on a different catalog")
+        self.stage1 = load_on_catalog(c.stage1, self.catalog, "fusion: stage-1 model")
         if c.weights is not None:
             self.selection = {"weights": dict(c.weights), "chosen_on": "fixed by the config"}
             return
