@@ -74,24 +74,23 @@ class LLMRankSignal:
 
     def __init__(self, catalog, config: FusionConfig):
         self.catalog, self.config = catalog, config
+        spec = {k: v for k, v in config.backend.items() if k in ("model_name", "dtype", "device", "n_threads")}
+        self.backend = HFBackend(adapter=config.adapter, **spec)     # nothing is loaded until first use
         self._ranker = None
-        self._backend = None
 
     @property
     def ranker(self):
         if self._ranker is None:
             c = self.config
-            spec = {k: v for k, v in c.backend.items() if k in ("model_name", "dtype", "device", "n_threads")}
-            self._backend = HFBackend(adapter=c.adapter, **spec)
-            model, tok = self._backend.load()
+            model, tok = self.backend.load()
             cache = ResponseCache(cache_root() / "ranker-logits.sqlite") if c.cache else None
             self._ranker = VerbalizerRanker(model, tok, self.catalog, c.n_recent, c.batch_size, c.seed, cache,
-                                            self._backend.identity())
+                                            self.backend.identity())
         return self._ranker
 
     def identity(self) -> dict:
-        self.ranker
-        return self._backend.identity()
+        """Which model scores (name, adapter digest, resolved dtype): known without loading it."""
+        return self.backend.identity()
 
     def load(self) -> None:
         """Load the model now (the first use may convert the embedded GGUF), not inside the first batch."""
