@@ -12,10 +12,8 @@ import numpy as np
 
 from dualrec.evaluation.metrics import MISS
 from dualrec.evaluation.protocols import EvalCases
-from dualrec.experiment import PROTOCOL_NOTES
 from dualrec.models import Recommender
-from dualrec.quickstart import (SAMPLE_NOTES, QuickstartConfig, example_text, hit_rate_curve, run_quickstart,
-                                sample_cases, text_table)
+from dualrec.quickstart import QuickstartConfig, example_text, hit_rate_curve, run_quickstart, sample_cases, text_table
 
 
 def test_sample_cases_is_seeded_ordered_and_whole_when_small():
@@ -24,10 +22,6 @@ def test_sample_cases_is_seeded_ordered_and_whole_when_small():
     assert a.users.tolist() == b.users.tolist() and len(a) == 4 and np.all(np.diff(a.users) > 0)
     assert [int(t[0]) for t in a.targets] == [int(u) + 100 for u in a.users]   # rows stay together
     assert sample_cases(cases, 50, 7) is cases and sample_cases(cases, None, 7) is cases
-
-
-def test_every_protocol_has_a_caption_note():
-    assert set(SAMPLE_NOTES) == set(PROTOCOL_NOTES)
 
 
 def test_hit_rate_curve_counts_first_hits_at_each_k():

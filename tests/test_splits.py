@@ -89,3 +89,20 @@ def test_a_run_saved_before_top_items_from_keeps_the_all_data_catalog(tmp_path):
     new.write_text("model: {name: lstm}\ndata: {name: ml-1m, top_items: 1000, top_items_from: null}\n"
                    "evaluation: {protocol: chrono}\n")
     assert ex.top_items_source(ex.run_config(new)) == "train"
+
+
+def test_every_registered_protocol_splits_and_an_unknown_one_names_the_choices():
+    """One registry entry per protocol: its split labels itself with the protocol's name, and a typo lists the
+    registered names instead of falling through an if-chain."""
+    from dualrec.data.dataset import Sequences
+    from dualrec.evaluation.protocols import PROTOCOLS, get_protocol
+
+    users = np.arange(12)
+    seqs = Sequences.from_lists(users, [np.arange(12) + u for u in users],
+                                [np.arange(12) * 10 + u for u in users])
+    assert PROTOCOLS == ("strict", "paper", "chrono")
+    for name in PROTOCOLS:
+        assert make_split(seqs, name).protocol == name and get_protocol(name).note
+    assert get_protocol("chrono").top_items_from == "train" and get_protocol("strict").top_items_from == "all"
+    with pytest.raises(ValueError, match=r"unknown protocol 'stict'; choose one of \('strict', 'paper', 'chrono'\)"):
+        make_split(seqs, "stict")

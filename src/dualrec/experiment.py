@@ -18,7 +18,7 @@ import yaml
 from dualrec.config import ExperimentConfig
 from dualrec.data.dataset import Dataset
 from dualrec.evaluation.evaluator import EvalResult, evaluate
-from dualrec.evaluation.protocols import Split, make_split
+from dualrec.evaluation.protocols import Split, get_protocol, make_split
 from dualrec.models import Recommender, build_model
 
 
@@ -35,7 +35,7 @@ def top_items_source(cfg: ExperimentConfig) -> str:
     """Where the top-items filter counts popularity: ``data.top_items_from``, else ``train`` under ``chrono`` (a
     time split must not see future popularity) and ``all`` under ``strict`` and ``paper`` (the DUALRec paper's
     choice, kept so those rows compare with the paper)."""
-    source = cfg.data.top_items_from or ("train" if cfg.evaluation.protocol == "chrono" else "all")
+    source = cfg.data.top_items_from or get_protocol(cfg.evaluation.protocol).top_items_from
     if source not in TOP_ITEMS_SOURCES:
         raise ValueError(f"data.top_items_from must be one of {TOP_ITEMS_SOURCES}, got {source!r}")
     return source
@@ -99,7 +99,7 @@ def result_record(cfg: ExperimentConfig, model: Recommender, prepared: Prepared,
         "model": model.name,
         "config": cfg.to_dict(),
         "protocol": cfg.evaluation.protocol,
-        "protocol_note": PROTOCOL_NOTES[cfg.evaluation.protocol],
+        "protocol_note": get_protocol(cfg.evaluation.protocol).note,
         "split": split,
         "data": {"name": prepared.dataset.name, "fingerprint": prepared.dataset.fingerprint(),
                  "interactions": len(prepared.dataset.interactions), "catalog_items": len(prepared.dataset.catalog),
@@ -113,13 +113,6 @@ def result_record(cfg: ExperimentConfig, model: Recommender, prepared: Prepared,
                         "machine": platform.machine(), "cpu": torch.backends.cpu.get_cpu_capability(),
                         "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")},
     }
-
-
-PROTOCOL_NOTES = {
-    "strict": "leave-one-out, full ranking over the catalog, history excluded, every user counted",
-    "paper": "DUALRec authors' protocol: 70/15/15 users, last 5 items are targets, hit = any top-k in the 5",
-    "chrono": "DUIP's global time cut 80/10/10, every held-out interaction a case, full ranking",
-}
 
 
 def write_result(record: dict, out_dir: str | Path) -> Path:

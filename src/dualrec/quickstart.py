@@ -30,7 +30,7 @@ from dualrec.data.dataset import Dataset
 from dualrec.evaluation.bootstrap import paired_bootstrap
 from dualrec.evaluation.evaluator import EvalResult, evaluate
 from dualrec.evaluation.metrics import MISS
-from dualrec.evaluation.protocols import EvalCases
+from dualrec.evaluation.protocols import EvalCases, get_protocol
 from dualrec.models import Recommender, build_model
 from dualrec.models.neural import training_curves
 from dualrec.report import grounded_text, verdict, write_report
@@ -207,7 +207,7 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, dataset: Dataset | No
     example = example_user(cfg, prepared, test, results, lstm_dir / "model")
     summary = {
         "caption": caption(cfg.protocol, sample, len(dataset.catalog)),
-        "protocol": cfg.protocol, "protocol_note": SAMPLE_NOTES[cfg.protocol], "sample": sample,
+        "protocol": cfg.protocol, "protocol_note": get_protocol(cfg.protocol).sample_note, "sample": sample,
         "rows": records, "bootstrap": {"a": fused_label, "b": "Stage 1 (LSTM)", **bootstrap},
         "example": example, "history": history, "seconds": time.perf_counter() - start,
         "config": dataclasses.asdict(cfg),
@@ -218,17 +218,9 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, dataset: Dataset | No
     return summary
 
 
-# the protocols in the words of a sampled run (experiment.PROTOCOL_NOTES describes whole test sets)
-SAMPLE_NOTES = {
-    "strict": "leave-one-out (each user's last movie held out), full ranking over the catalog, history excluded",
-    "paper": "the DUALRec authors' protocol: 70/15/15 users, last 5 items are targets, hit = any top-k in the 5",
-    "chrono": "DUIP's global time cut 80/10/10, every held-out interaction a case, full ranking",
-}
-
-
 def caption(protocol: str, sample: dict, n_items: int) -> str:
     return (f"{sample['test_users']} of {sample['of_test_users']} test cases (seeded sample, seed {sample['seed']}), "
-            f"{protocol} protocol: {SAMPLE_NOTES[protocol]}; {n_items} movies; fusion weights chosen on "
+            f"{protocol} protocol: {get_protocol(protocol).sample_note}; {n_items} movies; fusion weights chosen on "
             f"{sample['valid_users']} validation cases")
 
 

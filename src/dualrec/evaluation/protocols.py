@@ -13,14 +13,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from dualrec.data.dataset import Sequences
-
-PROTOCOLS = ("strict", "paper", "chrono")
-
 
 @dataclass
 class EvalCases:
@@ -106,12 +103,41 @@ def split_chrono(seqs: Sequences, fractions=(0.80, 0.10, 0.10), time_cuts: Seque
                   "test_cases": len(t_users)})
 
 
+@dataclass(frozen=True)
+class EvalProtocol:
+    """One evaluation protocol: how it splits, how a whole-test-set record and a sampled run describe it, and where
+    the top-items filter counts popularity by default (``train`` where the split is in time: no future popularity)."""
+
+    name: str
+    split: Callable[..., Split]
+    note: str
+    sample_note: str
+    top_items_from: str = "all"
+
+
+REGISTRY: dict[str, EvalProtocol] = {p.name: p for p in (
+    EvalProtocol("strict", split_strict,
+                 "leave-one-out, full ranking over the catalog, history excluded, every user counted",
+                 "leave-one-out (each user's last movie held out), full ranking over the catalog, history excluded"),
+    EvalProtocol("paper", split_paper,
+                 "DUALRec authors' protocol: 70/15/15 users, last 5 items are targets, hit = any top-k in the 5",
+                 "the DUALRec authors' protocol: 70/15/15 users, last 5 items are targets, hit = any top-k in the 5"),
+    EvalProtocol("chrono", split_chrono,
+                 "DUIP's global time cut 80/10/10, every held-out interaction a case, full ranking",
+                 "DUIP's global time cut 80/10/10, every held-out interaction a case, full ranking",
+                 top_items_from="train"),
+)}
+PROTOCOLS = tuple(REGISTRY)
+
+
+def get_protocol(name: str) -> EvalProtocol:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}") from None
+
+
 def make_split(seqs: Sequences, protocol: str = "strict", time_cuts: Sequence[int] | None = None) -> Split:
     """``time_cuts`` only applies to ``chrono`` (see :func:`split_chrono`)."""
-    if protocol == "strict":
-        return split_strict(seqs)
-    if protocol == "paper":
-        return split_paper(seqs)
-    if protocol == "chrono":
-        return split_chrono(seqs, time_cuts=time_cuts)
-    raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+    split = get_protocol(protocol).split
+    return split(seqs, time_cuts=time_cuts) if time_cuts is not None else split(seqs)
