@@ -85,6 +85,34 @@ def test_candidate_scoring_mode_reorders_stage1_candidates(split, ml1m_small):
         assert not e["fallback"] and e["ungrounded"] == 0
 
 
+def test_rank_mode_orders_stage1_candidates_as_the_fusion_with_the_llm_alone(split, ml1m_small):
+    """mode=rank and the fusion model weighted LLM 1 / Stage 1 0 read the same verbalizer scores (one RankMode):
+    the same users get the same lists, and each is Stage 1's top n_candidates re-ordered."""
+    cat = ml1m_small.catalog
+    backend = {"kind": "hf", "model_name": "embedded", "dtype": "bfloat16", "n_threads": 1}
+    model = build_model("dualrec", {"stage1": "mostpop", "mode": "rank", "n_candidates": 20, "cache": False,
+                                    "backend": backend})
+    model.fit(split.train, cat)
+    cases = split.test.head(3)
+    recs = model.recommend(cases.histories, 20)
+    s1 = model.stage1.recommend(cases.histories, 20)
+    fusion = build_model("fusion", {"stage1": "mostpop", "signals": ["llm"], "cache": False, "backend": backend,
+                                    "weights": {"stage1": 0.0, "llm": 1.0}})
+    fusion.stage1 = model.stage1
+    fusion.catalog = cat
+    fused = fusion.recommend(cases.histories, 20)
+    for items, scores, cand, other, e in zip(recs.items, recs.scores, s1.items, fused.items, recs.extras):
+        assert sorted(items.tolist()) == sorted(cand.tolist()) and np.all(np.diff(scores) <= 0)
+        assert items.tolist() == other.tolist() and e["answered"] and not e["fallback"]
+
+
+@pytest.mark.parametrize("options", [{"mode": "score"}, {"mode": "rank"}, {"adapter": "models/some-adapter"}])
+def test_a_logit_mode_or_an_adapter_on_a_text_backend_is_refused_not_swapped(options):
+    with pytest.raises(ValueError, match=r"needs backend.kind=hf \(transformers\), got 'llama_cpp': set "
+                                         r"model.backend.kind=hf"):
+        build_model("dualrec", {"stage1": "mostpop", "backend": {"kind": "llama_cpp"}, **options})
+
+
 def test_hallucination_rate_counts_fakes_exactly_for_a_fixed_answer(split, ml1m_small):
     """Every user gets the same answer: two real films, a sequel that does not exist, a remake, an ambiguous title
     and prose. 2 of the 5 titles are hallucinations; the ambiguous one is neither ranked nor counted as one."""

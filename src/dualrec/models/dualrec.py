@@ -11,11 +11,16 @@ Per batch of histories:
    nothing are counted (``extras["ungrounded"]``, the hallucination rate) and never ranked.
 5. **rerank**: grounded items sorted by SBERT cosine to the hint's title (:mod:`dualrec.llm.rerank`).
 
-``mode`` picks what the LLM does in step 3-4:
+``mode`` picks what the LLM does in steps 3-4, one class of :mod:`dualrec.llm.modes` each:
 
 * ``generate`` (the paper): free generation of ``n_recommend`` titles;
 * ``constrained`` (beyond the paper): beam search restricted to catalog titles, ``k`` distinct real items;
-* ``score`` (beyond the paper): the LLM re-orders Stage 1's top ``n_candidates`` by ``log p(title | prompt)``.
+* ``score`` (beyond the paper): the LLM re-orders Stage 1's top ``n_candidates`` by ``log p(title | prompt)``;
+* ``rank`` (beyond the paper): the verbalizer ranker orders Stage 1's top ``n_candidates`` by its letters' logits
+  (the fusion model, :mod:`dualrec.models.fusion`, weighs the same scores against Stage 1's).
+
+The logit modes (all but ``generate``) need a transformers backend (``backend.kind: hf``); another kind is refused
+when the model is built, never swapped.
 
 Unanswered users: when the LLM fails for a user (server down, timeout, 429 after retries, empty or garbage output
 that grounds to no new item), ``extras["answered"]`` is False and the batch goes on. With ``fallback="none"`` (the
@@ -41,9 +46,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dualrec.llm.backends import LLMBackend, SamplingParams, make_backend
+from dualrec.llm.cache import ResponseCache
+from dualrec.llm.hf import cache_root
+from dualrec.llm.modes import LOGIT_MODES, MODES, AnswerMode, make_mode
+from dualrec.llm.prompts import PromptBuilder
+from dualrec.llm.rerank import SBERTReranker
 from dualrec.models.base import ModelConfig, Recommendations, Recommender, load_on_catalog
+from dualrec.models.registry import build_model
 
-MODES = ("generate", "constrained", "score")
 FALLBACKS = ("none", "stage1")
 
 
@@ -51,7 +62,7 @@ FALLBACKS = ("none", "stage1")
 class DualRecConfig(ModelConfig):
     stage1: str = "lstm"               # a model name (fitted with DUALRec) or a folder saved by `dualrec train`
     stage1_options: dict = field(default_factory=dict)   # options of a stage-1 model fitted here
-    mode: str = "generate"             # generate | constrained | score
+    mode: str = "generate"             # generate | constrained | score | rank (llm.modes)
     hint: bool = True                  # put Stage 1's top-1 in the prompt; False = LLM alone (zero-shot)
     backend: dict = field(default_factory=lambda: {"kind": "llama_cpp"})  # see llm.backends.make_backend
     adapter: str | None = None         # peft LoRA adapter folder (`dualrec finetune`); needs an hf backend
@@ -64,8 +75,9 @@ class DualRecConfig(ModelConfig):
     leaky_rerank: bool = False         # the authors' code: targets in the reference list (see leak_targets)
     fill_with_stage1: bool = False     # append Stage 1's ranking after the LLM's items
     fallback: str = "none"             # none: an unanswered user gets an empty list; stage1: Stage 1's ranking
-    n_candidates: int = 20             # mode=score: Stage-1 candidates the LLM re-orders
-    score_batch: int = 8               # mode=score: users whose prompts and candidates share one pass
+    n_candidates: int = 20             # mode=score|rank: Stage-1 candidates the LLM re-orders
+    score_batch: int = 8               # mode=score|rank: users whose prompts and candidates share one pass
+    n_recent: int = 5                  # mode=rank: recent titles in the ranker's prompt
     min_ground_score: float = 80.0     # Catalog.ground threshold (0..100)
     cache: bool = True                 # on-disk response cache (under the dualrec cache dir)
     progress: bool = True
@@ -82,10 +94,15 @@ class DualRec(Recommender):
             raise ValueError(f"dualrec: mode must be one of {MODES}, got {c.mode!r}")
         if c.fallback not in FALLBACKS:
             raise ValueError(f"dualrec: fallback must be one of {FALLBACKS}, got {c.fallback!r}")
+        kind = c.backend.get("kind", "llama_cpp")
+        if (c.mode in LOGIT_MODES or c.adapter) and kind != "hf":
+            need = f"mode={c.mode}" if c.mode in LOGIT_MODES else "a LoRA adapter"
+            raise ValueError(f"dualrec: {need} needs backend.kind=hf (transformers), got {kind!r}: set "
+                             "model.backend.kind=hf")
         self.stage1: Recommender | None = None
-        self._backend = None
-        self._reranker = None
-        self._constrained = None
+        self._backend: LLMBackend | None = None
+        self._reranker: SBERTReranker | None = None
+        self._mode: AnswerMode | None = None
         self._leak: dict[bytes, np.ndarray] = {}
 
     # ---- fitting / persistence -------------------------------------------------------------------------------
@@ -95,8 +112,6 @@ class DualRec(Recommender):
         if Path(c.stage1).is_dir():
             self.stage1 = load_on_catalog(c.stage1, self.catalog, "dualrec: stage-1 model")
         else:
-            from dualrec.models import build_model
-
             self.stage1 = build_model(c.stage1, {"seed": c.seed, **c.stage1_options})
             self.stage1.fit(train, self.catalog, valid, checkpoint_dir / "stage1" if checkpoint_dir else None)
 
@@ -118,40 +133,38 @@ class DualRec(Recommender):
     # ---- parts, built on first use -------------------------------------------------------------------------
 
     @property
-    def backend(self):
+    def backend(self) -> LLMBackend:
         if self._backend is None:
-            from dualrec.llm.backends import make_backend
-            from dualrec.llm.hf import cache_root
-
             c: DualRecConfig = self.config
-            spec = dict(c.backend)
-            if c.mode != "generate" or c.adapter:
-                if spec.get("kind", "llama_cpp") not in ("hf",):
-                    if c.adapter:
-                        raise ValueError("dualrec: a LoRA adapter needs backend.kind=hf (transformers + peft)")
-                    spec = {"kind": "hf", **{k: v for k, v in spec.items() if k in ("model_name", "dtype", "device")}}
-                if c.adapter:
-                    spec["adapter"] = c.adapter
-            cache = cache_root() / "llm-responses.sqlite" if c.cache else None
-            self._backend = make_backend(spec, cache=cache)
+            spec = {**c.backend, "adapter": c.adapter} if c.adapter else dict(c.backend)
+            self._backend = make_backend(spec, cache=cache_root() / "llm-responses.sqlite" if c.cache else None)
         return self._backend
 
     @backend.setter
-    def backend(self, value) -> None:
+    def backend(self, value: LLMBackend) -> None:
         """Inject a ready backend (tests, the service)."""
-        self._backend = value
+        self._backend, self._mode = value, None
 
     @property
-    def reranker(self):
-        if self._reranker is None:
-            from dualrec.llm.rerank import SBERTReranker
+    def mode(self) -> AnswerMode:
+        """What the LLM does (``config.mode``), on :attr:`backend`."""
+        if self._mode is None:
+            c: DualRecConfig = self.config
+            params = SamplingParams(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
+                                    seed=c.seed, max_titles=c.n_recommend if c.stop_after_titles else None)
+            cache = ResponseCache(cache_root() / "ranker-logits.sqlite") if c.cache and c.mode == "rank" else None
+            self._mode = make_mode(c.mode, self.backend, self.catalog, params=params,
+                                   min_ground_score=c.min_ground_score, n_candidates=c.n_candidates,
+                                   score_batch=c.score_batch, n_recent=c.n_recent, seed=c.seed, cache=cache)
+        return self._mode
 
+    @property
+    def reranker(self) -> SBERTReranker:
+        if self._reranker is None:
             self._reranker = SBERTReranker()
         return self._reranker
 
-    def prompt_builder(self):
-        from dualrec.llm.prompts import PromptBuilder
-
+    def prompt_builder(self) -> PromptBuilder:
         return PromptBuilder(self.catalog, n_recommend=self.config.n_recommend, hint=self.config.hint)
 
     def leak_targets(self, histories: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> None:
@@ -162,114 +175,64 @@ class DualRec(Recommender):
     # ---- recommending --------------------------------------------------------------------------------------
 
     def recommend(self, histories: Sequence[np.ndarray], k: int = 10) -> Recommendations:
-        from dualrec.llm.backends import SamplingParams
-        from dualrec.llm.parse import parse_and_ground
-
         c: DualRecConfig = self.config
         histories = [np.asarray(h, dtype=np.int64) for h in histories]
         timings = {"lstm": 0.0, "prompt": 0.0, "llm": 0.0, "parse": 0.0, "rerank": 0.0}
 
         t = time.perf_counter()
-        s1 = self.stage1.recommend(histories, max(k, c.n_candidates if c.mode == "score" else k))
+        s1 = self.stage1.recommend(histories, max(k, c.n_candidates if c.mode in ("score", "rank") else k))
         timings["lstm"] = time.perf_counter() - t
         top1 = [int(r[0]) if len(r) else None for r in s1.items]
 
         t = time.perf_counter()
         builder = self.prompt_builder()
-        ok = [t1 is not None or not c.hint for t1 in top1]
-        prompts = [builder.prompt(h, t1) if good else "" for h, t1, good in zip(histories, top1, ok)]
+        todo = [i for i, t1 in enumerate(top1) if t1 is not None or not c.hint]   # a hint needs a Stage-1 pick
+        prompts = [builder.prompt(histories[i], top1[i]) for i in todo]
         timings["prompt"] = time.perf_counter() - t
 
+        t = time.perf_counter()
+        answers = self.mode.answer(prompts, [histories[i] for i in todo], [s1.items[i] for i in todo], k)
+        timings["llm"] = time.perf_counter() - t
+        timings.update(answers.timings)
+        results: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(histories)
         extras: list[dict[str, Any]] = [{"lstm_title": self.catalog.title(t1) if t1 is not None else None}
                                         for t1 in top1]
-        results: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(histories)
-        todo = [i for i, good in enumerate(ok) if good]
-
-        t = time.perf_counter()
-        if c.mode == "generate":
-            params = SamplingParams(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
-                                    seed=c.seed, max_titles=c.n_recommend if c.stop_after_titles else None)
-            completions = self.backend.generate([prompts[i] for i in todo], params)
-            timings["llm"] = time.perf_counter() - t
-            t = time.perf_counter()
-            for i, comp in zip(todo, completions):
-                e = extras[i]
-                e.update(llm_text=comp.text, cached=comp.cached)
-                if not comp.ok:
-                    e.update(error=comp.error, generated=0, ungrounded=0)
-                    continue
-                parsed = parse_and_ground(comp.text, self.catalog, histories[i], min_score=c.min_ground_score,
-                                          truncated=comp.finish_reason == "length")
-                e.update(titles=parsed.titles, generated=len(parsed.titles), ungrounded=len(parsed.ungrounded),
-                         ungrounded_titles=parsed.ungrounded, in_history=len(parsed.in_history),
-                         ambiguous=len(parsed.ambiguous))
-                if parsed.items:
-                    n = len(parsed.items)
-                    results[i] = (np.asarray(parsed.items, np.int64), np.arange(n, 0, -1, dtype=np.float32))
-                else:
-                    e["error"] = "no new catalog item in the LLM output"
-            timings["parse"] = time.perf_counter() - t
-        else:
-            suffix = "1."  # the answer's first list marker: what follows is a title
-            lm_prompts = [prompts[i] + suffix for i in todo]
-            try:
-                if c.mode == "constrained":
-                    for i, res in zip(todo, self._constrained_gen().recommend(lm_prompts, [histories[j] for j in todo],
-                                                                              k)):
-                        results[i] = res
-                else:
-                    from dualrec.llm.scoring import candidate_texts, score_candidate_lists
-
-                    model, tok = self.backend.load()
-                    for lo in range(0, len(todo), c.score_batch):
-                        users = todo[lo:lo + c.score_batch]
-                        cands = [s1.items[i][:c.n_candidates] for i in users]
-                        scores = score_candidate_lists(model, tok, lm_prompts[lo:lo + c.score_batch],
-                                                       [candidate_texts(self.catalog, x) for x in cands])
-                        for i, x, s in zip(users, cands, scores):
-                            order = np.argsort(-s, kind="stable")
-                            results[i] = (x[order], s[order])
-            except Exception as exc:  # e.g. out of memory: the whole batch falls back, and says why
-                for i in todo:
-                    extras[i]["error"] = f"{type(exc).__name__}: {exc}"
-            for i in todo:
-                extras[i].update(generated=len(results[i][0]) if results[i] is not None else 0, ungrounded=0)
-            timings["llm"] = time.perf_counter() - t
+        for i, res, e in zip(todo, answers.results, answers.extras):
+            results[i] = res
+            extras[i].update(e)
 
         t = time.perf_counter()
         items_out, scores_out = [], []
         for i, h in enumerate(histories):
-            res = results[i]
-            answered = res is not None and len(res[0]) > 0
-            extras[i]["answered"] = answered
-            extras[i]["fallback"] = not answered and c.fallback == "stage1"
-            if not answered:
-                items_out.append(s1.items[i][:k] if extras[i]["fallback"] else np.zeros(0, np.int64))
-                scores_out.append(s1.scores[i][:k] if extras[i]["fallback"] else np.zeros(0, np.float32))
-                continue
-            items, scores = res
-            if c.rerank and c.mode == "generate":
-                ref = [top1[i]] if c.hint and top1[i] is not None else [int(h[-1])] if len(h) else []
-                if c.leaky_rerank:
-                    ref = ref + [int(x) for x in self._leak.get(h.tobytes(), ()) if int(x) in self.catalog]
-                if ref:
-                    items, scores = self.reranker.rerank(self.catalog, items, ref)
-            if c.fill_with_stage1 and len(items) < k:
-                rest = s1.items[i][~np.isin(s1.items[i], items)][:k - len(items)]
-                low = (scores.min() if len(scores) else 0.0) - 1.0 - np.arange(len(rest), dtype=np.float32)
-                items, scores = np.concatenate([items, rest]), np.concatenate([scores, low.astype(np.float32)])
-            items_out.append(items[:k])
-            scores_out.append(np.asarray(scores[:k], np.float32))
+            items, scores = self._final_list(i, h, results[i], extras[i], s1, top1[i], k)
+            items_out.append(items)
+            scores_out.append(scores)
         timings["rerank"] = time.perf_counter() - t
         return Recommendations(items_out, scores_out, extras, timings)
 
-    def _constrained_gen(self):
-        if self._constrained is None:
-            from dualrec.llm.constrained import ConstrainedGenerator
-
-            model, tok = self.backend.load()
-            self._constrained = ConstrainedGenerator(model, tok, self.catalog)
-        return self._constrained
+    def _final_list(self, i: int, history: np.ndarray, answer, extra: dict, s1: Recommendations, top1: int | None,
+                    k: int) -> tuple[np.ndarray, np.ndarray]:
+        """User ``i``'s list: the LLM's answer re-ranked (and filled) as configured, or the fallback."""
+        c: DualRecConfig = self.config
+        answered = answer is not None and len(answer[0]) > 0
+        extra["answered"] = answered
+        extra["fallback"] = not answered and c.fallback == "stage1"
+        if not answered:
+            if extra["fallback"]:
+                return s1.items[i][:k], s1.scores[i][:k]
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        items, scores = answer
+        if c.rerank and c.mode == "generate":
+            ref = [top1] if c.hint and top1 is not None else [int(history[-1])] if len(history) else []
+            if c.leaky_rerank:
+                ref = ref + [int(x) for x in self._leak.get(history.tobytes(), ()) if int(x) in self.catalog]
+            if ref:
+                items, scores = self.reranker.rerank(self.catalog, items, ref)
+        if c.fill_with_stage1 and len(items) < k:
+            rest = s1.items[i][~np.isin(s1.items[i], items)][:k - len(items)]
+            low = (scores.min() if len(scores) else 0.0) - 1.0 - np.arange(len(rest), dtype=np.float32)
+            items, scores = np.concatenate([items, rest]), np.concatenate([scores, low.astype(np.float32)])
+        return items[:k], np.asarray(scores[:k], np.float32)
 
     def llm_identity(self) -> dict:
         """Which LLM answers, in which precision (resolved: "auto" differs per machine)."""

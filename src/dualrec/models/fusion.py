@@ -37,7 +37,7 @@ from dualrec.evaluation.protocols import EvalCases
 from dualrec.llm.backends import HFBackend
 from dualrec.llm.cache import ResponseCache
 from dualrec.llm.hf import cache_root
-from dualrec.llm.ranker import VerbalizerRanker
+from dualrec.llm.modes import RankMode
 from dualrec.llm.rerank import SBERTReranker
 from dualrec.models.base import ModelConfig, Recommendations, Recommender, load_on_catalog
 
@@ -70,23 +70,14 @@ class CandidateSignal(Protocol):
 
 
 class LLMRankSignal:
-    """The verbalizer ranker on a transformers model, loaded on first use."""
+    """The verbalizer ranker (DUALRec's ``rank`` mode) on a transformers model, loaded on first use."""
 
     def __init__(self, catalog, config: FusionConfig):
-        self.catalog, self.config = catalog, config
         spec = {k: v for k, v in config.backend.items() if k in ("model_name", "dtype", "device", "n_threads")}
         self.backend = HFBackend(adapter=config.adapter, **spec)     # nothing is loaded until first use
-        self._ranker = None
-
-    @property
-    def ranker(self):
-        if self._ranker is None:
-            c = self.config
-            model, tok = self.backend.load()
-            cache = ResponseCache(cache_root() / "ranker-logits.sqlite") if c.cache else None
-            self._ranker = VerbalizerRanker(model, tok, self.catalog, c.n_recent, c.batch_size, c.seed, cache,
-                                            self.backend.identity())
-        return self._ranker
+        cache = ResponseCache(cache_root() / "ranker-logits.sqlite") if config.cache else None
+        self.mode = RankMode(self.backend, catalog, config.n_candidates, config.n_recent, config.batch_size,
+                             config.seed, cache)
 
     def identity(self) -> dict:
         """Which model scores (name, adapter digest, resolved dtype): known without loading it."""
@@ -94,10 +85,10 @@ class LLMRankSignal:
 
     def load(self) -> None:
         """Load the model now (the first use may convert the embedded GGUF), not inside the first batch."""
-        self.ranker
+        self.mode.ranker
 
     def scores(self, histories, candidates):
-        return self.ranker.scores(histories, candidates)
+        return self.mode.scores(histories, candidates)
 
 
 class SBERTSignal:
