@@ -13,7 +13,7 @@ D="--data-dir ${DATA_DIR:-../shared/data} --ratings ${RATINGS:-../shared/data/ml
 S1=${STAGE1:-runs/lstm-$P}
 VALID=${VALID:-300} TEST=${TEST:-600}
 PY=${PY:-.venv/bin/python}
-T="$PY -m dualrec.llm.table --protocol $P --stage1 $S1/model --out results $D"
+T="$PY -m dualrec.cli table run --protocol $P --stage1 $S1/model --out results $D"
 if [ "$PART" != llm ]; then
   [ -f "results/$P/dualrec-rank-sbert.json" ] || $T --rows lstm,dualrec-rank-sbert
 fi
@@ -26,3 +26,4 @@ if [ "$PART" != sbert ]; then
       --max-users llm-rank-only=$TEST
   $T --rows dualrec-rank-zeroshot --set model.max_valid_users=$VALID --max-users dualrec-rank-zeroshot=$TEST
 fi
+$PY -m dualrec.cli table render --section ranker --protocol "$P"

@@ -217,7 +217,7 @@ def test_dualrec_falls_back_per_user_and_counts_hallucinations(ml1m_small, scrip
     assert res.metrics["HR@1"] == pytest.approx(np.mean(hits1))
     assert set(res.recommendations.timings) == {"lstm", "prompt", "llm", "parse", "rerank"}
     # the results table's split: the users the LLM answered (0 and 4), their lists vs Stage 1's on the same users
-    from dualrec.llm.table import answered_vs_stage1
+    from dualrec.rows import answered_vs_stage1
 
     answered = answered_vs_stage1(model, res, (1, 5))
     assert answered["users"] == 2 and answered["llm"]["HR@1"] == pytest.approx(0.5)   # user 0 hits, user 4 misses

@@ -1,17 +1,28 @@
-"""The ``dualrec`` command. Every sub-command is a thin call into the library; heavy imports happen inside."""
+"""The ``dualrec`` command. Every sub-command is a thin call into the library. A command's body imports the part of
+the library it runs (torch, Lightning, the evaluator): that is this module's one lazy boundary, so that
+``dualrec --help`` and a mistyped option answer at once instead of after loading the whole stack."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
+import yaml
+
+from dualrec.config import DataConfig, ExperimentConfig
 
 app = typer.Typer(help="Hybrid sequential + LLM recommendation (DUALRec, DUIP): data, training, evaluation, "
                        "serving.", no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Download and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+table_app = typer.Typer(help="The DUALRec and ranker tables: run their rows into result records, and render "
+                             "docs/results.md from the committed records.", no_args_is_help=True)
+app.add_typer(table_app, name="table")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="Experiment YAML (configs/*.yaml).")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set model.epochs=2 (repeatable).")
@@ -20,8 +31,6 @@ RatingsOpt = typer.Option(None, "--ratings", help="An ML-1M ratings.dat lying el
 
 
 def _config(config: Optional[Path], overrides: Optional[list[str]], **fields):
-    from dualrec.config import ExperimentConfig
-
     extra = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in fields.items() if v is not None]
     return ExperimentConfig.load(config, list(overrides or []) + extra)
 
@@ -95,8 +104,6 @@ def ground(name: str = typer.Argument("ml-1m", help="ml-1m, ml-100k or an intera
     ``llm_text`` that ``dualrec predict`` writes): jq -c '.extras.llm_text' preds.jsonl | dualrec ground
     -c RUN/experiment.yaml --data-dir ../shared/data --ratings ... --summary
     """
-    import sys
-
     from dualrec import experiment as ex
     from dualrec.data.movielens import load
     from dualrec.llm.parse import extract_titles
@@ -167,12 +174,11 @@ def train(model: Optional[str] = typer.Argument(None, help="Model name, e.g. lst
     m = ex.fit(cfg, prepared, out)
     if not m.is_global_zero:   # another process of a multi-process fit: rank 0 writes the run
         return
-    history = getattr(m, "history", None)
-    if history:
+    if m.history:
         from dualrec.models.neural import training_curves
 
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        training_curves(history, out / "training_curves.png", paper=PAPER_LSTM if m.name == "lstm" else None)
+        (out / "history.json").write_text(json.dumps(m.history, indent=1))
+        training_curves(m.history, out / "training_curves.png", paper=PAPER_LSTM if m.name == "lstm" else None)
     typer.echo(f"saved {m.name} to {out / 'model'} (fit {m.fit_seconds:.1f}s)")
 
 
@@ -264,8 +270,6 @@ def recommend(run: Path = typer.Option(..., help="Run folder written by `dualrec
     Examples: dualrec recommend --run runs/lstm-strict --user 42; dualrec recommend --run runs/lstm-strict
     --history 1193,661,914
     """
-    import numpy as np
-
     from dualrec import experiment as ex
 
     cfg, m = ex.load_run(run, data_dir, ratings)
@@ -348,8 +352,6 @@ def benchmark(config: Path = typer.Option(Path("configs/paper-table.yaml"), "--c
     Example: dualrec benchmark -c configs/paper-table.yaml --ratings ../shared/data/ml-1m-ratings-head/ratings.dat
     --data-dir ../shared/data --models mostpop,sknn --quick
     """
-    import dataclasses
-
     from dualrec.benchmark import BenchmarkConfig, run_benchmark
 
     try:
@@ -395,8 +397,6 @@ def finetune(stage1: Path = typer.Option(..., help="Stage-1 run folder from `dua
     on a GPU: dualrec finetune --stage1 runs/lstm-paper --base-model mistralai/Mistral-7B-Instruct-v0.3
     --dtype float16 --device cuda --lora gradient_checkpointing=true --out models/lora-mistral7b
     """
-    import yaml
-
     from dualrec import experiment as ex
     from dualrec.llm.finetune import AnswerTask, FinetuneConfig, build_records, finetune as run_finetune, write_jsonl
     from dualrec.llm.ranker import RankerTask, ranker_examples
@@ -456,7 +456,6 @@ def quickstart(out: Path = typer.Option(Path("runs/main"), "--out", "-o", help="
     Example: dualrec quickstart --ratings ../shared/data/ml-1m-ratings-head/ratings.dat --data-dir ../shared/data
     --out runs/main
     """
-    from dualrec.config import DataConfig
     from dualrec.quickstart import QuickstartConfig, example_text, run_quickstart, text_table
 
     cfg = QuickstartConfig(data=DataConfig(data_dir=str(data_dir) if data_dir else None,
@@ -484,8 +483,6 @@ def compare(a: Path = typer.Argument(..., help="Predictions (`dualrec predict`) 
 
     Example: dualrec compare results/strict/fusion-sbert.json results/strict/lstm.json
     """
-    import numpy as np
-
     from dualrec.evaluation.bootstrap import paired_bootstrap
     from dualrec.evaluation.compare import load_ranks
 
@@ -509,6 +506,69 @@ def compare(a: Path = typer.Argument(..., help="Predictions (`dualrec predict`) 
         lo, hi = ci[f"delta_{m}"]
         verdict = "A better" if lo > 0 else "B better" if hi < 0 else "no difference shown"
         typer.echo(f"delta {m} (A - B): {ci['delta'][m]:+.4f}, 95 % interval [{lo:+.4f}, {hi:+.4f}]: {verdict}")
+
+
+@table_app.command("run")
+def table_run(protocol: str = typer.Option("paper", help="paper | strict"),
+              stage1: Path = typer.Option(..., help="Stage-1 model folder trained under --protocol "
+                                                    "(e.g. runs/lstm-paper/model)."),
+              adapter: Optional[Path] = typer.Option(None, help="peft adapter for the LoRA rows (skipped without)."),
+              rows: Optional[str] = typer.Option(None, help="Comma-separated row keys (default: every row of the "
+                                                            "protocol; see dualrec.rows.ROWS)."),
+              max_users: Optional[list[str]] = typer.Option(None, "--max-users",
+                                                            help="ROW=N: score that row on the first N test users."),
+              overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="KEY=VALUE for every LLM row, "
+                                                            "e.g. model.backend.model_name=Qwen/Qwen2.5-1.5B "
+                                                            "(then give --out a folder of its own)."),
+              data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt,
+              out: Path = typer.Option(Path("results/dualrec"), help="Records go to OUT/PROTOCOL/ROW.json.")):
+    """Fit and score table rows; each writes its result record (nothing is rendered: see `dualrec table render`).
+
+    Example: dualrec table run --protocol strict --stage1 runs/lstm-strict/model --rows lstm,dualrec-rank-sbert
+    --out results --data-dir ../shared/data --ratings ../shared/data/ml-1m-ratings-head/ratings.dat
+    """
+    from dualrec.rows import ROWS, run_rows
+
+    known = {r.key for r in ROWS}
+    wanted = set(rows.split(",")) if rows else None
+    if wanted and wanted - known:
+        _fail(f"unknown row(s) {sorted(wanted - known)}; rows: {', '.join(sorted(known))}")
+    try:
+        limits = {k: int(v) for k, v in (item.split("=", 1) for item in max_users or [])}
+    except ValueError:
+        _fail(f"--max-users takes ROW=N, got {max_users}")
+    data = {"data_dir": str(data_dir) if data_dir else None, "ratings": str(ratings) if ratings else None}
+    run_rows(protocol, str(stage1), str(adapter) if adapter else None, wanted, limits, data, out,
+             tuple(overrides or ()))
+
+
+@table_app.command("render")
+def table_render(section: Optional[list[str]] = typer.Option(None, "--section", help="A results.md section "
+                                                             "(repeatable; default: every generated one)."),
+                 protocol: Optional[str] = typer.Option(None, help="Only this protocol's tables."),
+                 docs: Path = typer.Option(Path("docs/results.md"), help="The page the tables go into."),
+                 root: Path = typer.Option(Path("."), help="The repository root the records folders are under."),
+                 check: bool = typer.Option(False, help="Write nothing; fail (exit 2) if the page differs from its records.")):
+    """Render docs/results.md's generated tables from the committed result records (the text around them stays).
+
+    Example: dualrec table render --section ranker
+    """
+    from dualrec.tables.docs import render_docs
+
+    if not docs.exists():
+        _fail(f"{docs}: no such page")
+    before = docs.read_text()
+    try:
+        after = render_docs(root, before, section, protocol)
+    except ValueError as exc:
+        _fail(str(exc))
+    if check:
+        if after != before:
+            _fail(f"{docs} differs from its records: run `dualrec table render` and commit the page")
+        typer.echo(f"{docs} matches its records")
+    else:
+        docs.write_text(after)
+        typer.echo(f"rendered {docs} from the records under {root}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Tables rendered from committed result records (:mod:`dualrec.tables.docs` puts them in docs/results.md)."""

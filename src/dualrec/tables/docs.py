@@ -1,0 +1,80 @@
+"""docs/results.md's generated tables: each section's records, rendered, between markers in the page.
+
+A section of results.md is enclosed by ``<!-- section: NAME ... -->`` and ``<!-- end: NAME -->``; inside it each
+protocol's generated tables sit between ``<!-- NAME table: PROTOCOL -->`` and ``<!-- end NAME table: PROTOCOL -->``.
+The text around them is written by hand and kept. :data:`SECTIONS` says which records folder each section is
+rendered from, and by which function; ``dualrec table render`` re-renders them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from dualrec.tables import llm
+
+Renderer = Callable[[Path], dict[str, str]]   # a records folder -> {protocol: Markdown}
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str          # the section's name in results.md
+    folder: str        # its records, ``<folder>/<protocol>/*.json``, relative to the repository root
+    render: Renderer
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("dualrec", "results/dualrec", llm.render),
+    Section("ranker", "results", llm.render),
+    Section("ranker-all-targets", "results/all-targets", llm.render),
+)
+
+
+def get_section(name: str) -> Section:
+    for s in SECTIONS:
+        if s.name == name:
+            return s
+    raise ValueError(f"unknown results.md section {name!r}; choose one of {[s.name for s in SECTIONS]}")
+
+
+def docs_markers(protocol: str, section: str = "dualrec") -> tuple[str, str]:
+    """The comments that enclose a protocol's tables of one section in results.md."""
+    return f"<!-- {section} table: {protocol} -->", f"<!-- end {section} table: {protocol} -->"
+
+
+def docs_block(protocol: str, text: str, section: str = "dualrec") -> str:
+    """A protocol's rendered tables between its markers, as ``write_docs`` puts them in results.md."""
+    begin, end = docs_markers(protocol, section)
+    return f"{begin}\n{text.rstrip()}\n{end}"
+
+
+def insert_blocks(doc: str, blocks: dict[str, str], section: str) -> str:
+    """``doc`` with each rendered protocol's tables replaced between its ``<!-- SECTION table: PROTOCOL -->``
+    markers inside the section (added before the section's end the first time); the other protocols' tables and
+    the hand-written text stay. So one protocol can be re-run and re-rendered without the other's records."""
+    for protocol, text in blocks.items():
+        begin, end = docs_markers(protocol, section)
+        block = docs_block(protocol, text, section)
+        if f"<!-- section: {section}" not in doc:
+            raise ValueError(f"results.md has no section {section!r} (<!-- section: {section} ... -->)")
+        section_end = doc.index(f"<!-- end: {section} -->", doc.index(f"<!-- section: {section}"))
+        if begin in doc:
+            doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+        else:
+            doc = doc[:section_end] + block + "\n" + doc[section_end:]
+    return doc
+
+
+def write_docs(blocks: dict[str, str], docs: Path = Path("docs/results.md"), section: str = "dualrec") -> None:
+    """:func:`insert_blocks` on the page at ``docs``."""
+    docs.write_text(insert_blocks(docs.read_text(), blocks, section))
+
+
+def render_docs(root: Path, doc: str, sections: list[str] | None = None, protocol: str | None = None) -> str:
+    """``doc`` (a results.md's text) with ``sections`` (default all) rendered from their records under ``root``
+    (only ``protocol``'s tables when given)."""
+    for section in [get_section(n) for n in sections] if sections else SECTIONS:
+        blocks = {p: t for p, t in section.render(root / section.folder).items() if protocol in (None, p)}
+        doc = insert_blocks(doc, blocks, section.name)
+    return doc
