@@ -13,12 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
 from dualrec.config import ExperimentConfig
 from dualrec.data.dataset import Dataset
+from dualrec.data.movielens import load
 from dualrec.evaluation.evaluator import EvalResult, evaluate
 from dualrec.evaluation.protocols import Split, get_protocol, make_split
+from dualrec.evaluation.report import markdown_table
 from dualrec.models import Recommender, build_model
 
 
@@ -45,8 +48,6 @@ def load_dataset(cfg: ExperimentConfig) -> Dataset:
     """The configured data after the top-items filter. With ``top_items_from: train`` the protocol splits the
     unfiltered data, popularity is counted on that split's training side, and (under ``chrono``) the time cuts are
     kept in ``filters["top_items_time_cuts"]`` so :func:`prepare` splits the filtered data at the same instants."""
-    from dualrec.data.movielens import load
-
     d = cfg.data
     source = top_items_source(cfg)
     raw = load(d.name, d.data_dir, ratings=d.ratings, items=d.items, errors=d.errors)
@@ -93,8 +94,6 @@ def run_evaluation(cfg: ExperimentConfig, model: Recommender, prepared: Prepared
 def result_record(cfg: ExperimentConfig, model: Recommender, prepared: Prepared, result: EvalResult,
                   split: str = "test") -> dict:
     """Everything needed to trust or redo a number: model, config, protocol, data fingerprint, counts, timings."""
-    import torch
-
     return {
         "model": model.name,
         "config": cfg.to_dict(),
@@ -116,8 +115,6 @@ def result_record(cfg: ExperimentConfig, model: Recommender, prepared: Prepared,
 
 
 def write_result(record: dict, out_dir: str | Path) -> Path:
-    from dualrec.evaluation.report import markdown_table
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"result-{record['protocol']}-{record['split']}"

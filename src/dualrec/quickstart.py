@@ -168,10 +168,9 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, dataset: Dataset | No
         lstm = ex.fit(lstm_exp, prepared, lstm_dir)
     finally:
         torch.set_num_threads(threads)
-    history = getattr(lstm, "history", [])
-    (lstm_dir / "history.json").write_text(json.dumps(history, indent=1))
-    if history:
-        training_curves(history, lstm_dir / "training_curves.png")
+    (lstm_dir / "history.json").write_text(json.dumps(lstm.history, indent=1))
+    if lstm.history:
+        training_curves(lstm.history, lstm_dir / "training_curves.png")
 
     records, ranks, results = [], {}, {}
     mp_exp = _experiment(cfg, {"name": "mostpop"})
@@ -209,7 +208,7 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, dataset: Dataset | No
         "caption": caption(cfg.protocol, sample, len(dataset.catalog)),
         "protocol": cfg.protocol, "protocol_note": get_protocol(cfg.protocol).sample_note, "sample": sample,
         "rows": records, "bootstrap": {"a": fused_label, "b": "Stage 1 (LSTM)", **bootstrap},
-        "example": example, "history": history, "seconds": time.perf_counter() - start,
+        "example": example, "history": lstm.history, "seconds": time.perf_counter() - start,
         "config": dataclasses.asdict(cfg),
     }
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -9,6 +9,8 @@ import html
 import io
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 TABLE_METRICS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@10", "MRR@20", "coverage")
 
 STYLE = """
@@ -26,12 +28,8 @@ def data_uri_png(data: bytes) -> str:
 
 def hit_rate_plot(rows: list[dict]) -> bytes:
     """HR@k for k = 1..K, one line per model, as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig = Figure(figsize=(6.4, 3.8))
+    ax = fig.subplots()
     for r in rows:
         curve = r["hit_rate_curve"]
         ax.plot(range(1, len(curve) + 1), curve, "-o", ms=3, label=r["label"])
@@ -45,7 +43,6 @@ def hit_rate_plot(rows: list[dict]) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, device choice, timing."""
+"""Small shared helpers: seeding and the choice of device and precision."""
 
 from __future__ import annotations
 
@@ -6,17 +6,14 @@ import os
 import random
 
 import numpy as np
+import torch
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and (if imported or importable) torch, so a run can be repeated."""
+    """Seed Python, NumPy and torch, so a run can be repeated."""
     random.seed(seed)
     np.random.seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency, kept defensive for slim installs
-        return
     torch.manual_seed(seed)
 
 
@@ -24,15 +21,10 @@ def pick_device(requested: str | None = None) -> str:
     """``requested`` if given, else CUDA when present, else CPU."""
     if requested and requested != "auto":
         return requested
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX). Without it torch emulates bf16 and a
-    Linear runs about 4x slower than in fp32 (AVX2 Zen 3, one thread: 21 ms vs 5.7 ms for 64x640 @ 640x2048), so
-    the "auto" precisions pick bf16 only where this holds."""
-    import torch
-
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX). Without it torch emulates bf16, several
+    times slower than fp32 (docs/benchmarks.md), so the "auto" precisions pick bf16 only where this holds."""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

@@ -13,8 +13,11 @@ import re
 import zipfile
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
+from platformdirs import user_cache_dir
+from tqdm.auto import tqdm
 
 from dualrec.data.catalog import Catalog
 from dualrec.data.dataset import Dataset
@@ -45,8 +48,6 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
         return Path(explicit).expanduser()
     if os.environ.get("DUALREC_DATA_DIR"):
         return Path(os.environ["DUALREC_DATA_DIR"]).expanduser()
-    from platformdirs import user_cache_dir
-
     return Path(user_cache_dir("dualrec")) / "data"
 
 
@@ -231,9 +232,6 @@ def load(name: str, data_dir_: str | os.PathLike | None = None, ratings: str | o
 def download(name: str, dest: str | os.PathLike | None = None, url: str | None = None, md5: str | None = None,
              progress: bool = True) -> Path:
     """Fetch the official GroupLens zip, verify its published MD5 and unpack it into ``<data dir>/<name>``."""
-    import httpx
-    from tqdm.auto import tqdm
-
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     spec = DATASETS[name]

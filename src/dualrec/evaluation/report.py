@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+from matplotlib.figure import Figure
+
 METRIC_COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR@20", "genre_jaccard", "hallucination_rate")
 
 
@@ -26,16 +29,11 @@ def markdown_table(records: Sequence[dict], columns: Sequence[str] = METRIC_COLU
 
 def bar_chart(records: Sequence[dict], path: str | Path, metrics: Sequence[str] = ("HR@5", "HR@10", "NDCG@10")) -> Path:
     """Grouped bars of ``metrics`` per model, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     labels = [r.get("label") or r["model"] for r in records]
     x = np.arange(len(labels))
     width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(6, len(labels) * 0.9), 4))
+    fig = Figure(figsize=(max(6, len(labels) * 0.9), 4))
+    ax = fig.subplots()
     for j, m in enumerate(metrics):
         ax.bar(x + j * width, [r["metrics"].get(m, 0.0) for r in records], width, label=m)
     ax.set_xticks(x + width * (len(metrics) - 1) / 2, labels, rotation=30, ha="right")
@@ -43,5 +41,4 @@ def bar_chart(records: Sequence[dict], path: str | Path, metrics: Sequence[str] 
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)

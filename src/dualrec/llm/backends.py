@@ -24,11 +24,19 @@ import hashlib
 import os
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import httpx
+import torch
+
 from dualrec.llm.cache import ResponseCache, cache_key
+from dualrec.llm.hf import gemma_gguf_path, load_causal_lm, resolve_dtype
+from dualrec.llm.parse import end_of_titles
+from dualrec.llm.prompts import system_message
+from dualrec.utils import pick_device
 
 
 @dataclass(frozen=True)
@@ -118,8 +126,6 @@ class LLMBackend(ABC):
 
 def cut_after_titles(c: Completion, n: int) -> Completion:
     """``c`` ending right after its ``n``-th complete title line (finish_reason "stop"), or ``c`` unchanged."""
-    from dualrec.llm.parse import end_of_titles
-
     end = end_of_titles(c.text, n) if c.ok else None
     if end is None or end == len(c.text) and c.finish_reason == "stop":
         return c
@@ -193,8 +199,6 @@ class OpenAICompatibleBackend(LLMBackend):
         return body
 
     def _one(self, prompt: str, p: SamplingParams) -> Completion:
-        import httpx
-
         url = f"{self.base_url}/{'chat/completions' if self.endpoint == 'chat' else 'completions'}"
         try:
             headers = self._headers()
@@ -237,10 +241,6 @@ class OpenAICompatibleBackend(LLMBackend):
         return Completion(text, new_tokens=int(tokens), finish_reason=choice.get("finish_reason"))
 
     def _generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
-        from concurrent.futures import ThreadPoolExecutor
-
-        import httpx
-
         if self._client is None:
             self._client = httpx.Client(limits=httpx.Limits(max_connections=self.concurrency))
         with ThreadPoolExecutor(self.concurrency) as pool:
@@ -284,8 +284,6 @@ class LlamaCppBackend(LLMBackend):
 
     def resolved_path(self) -> str:
         if self.model_path == "embedded":
-            from dualrec.llm.hf import gemma_gguf_path
-
             return str(gemma_gguf_path())
         return self.model_path
 
@@ -304,8 +302,6 @@ class LlamaCppBackend(LLMBackend):
         return self._llm
 
     def _generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
-        from dualrec.llm.parse import end_of_titles
-
         out = []
         for prompt in prompts:
             try:
@@ -359,19 +355,12 @@ class HFBackend(LLMBackend):
         self._loaded = None
 
     def identity(self) -> dict:
-        from dualrec.llm.hf import resolve_dtype
-        from dualrec.utils import pick_device
-
         # the resolved dtype: "auto" is bf16 on one machine and fp32 on another, and their answers differ
         dtype = str(resolve_dtype(self.dtype, pick_device(self.device))).removeprefix("torch.")
         return {"kind": self.kind, "model": self.model_name, "adapter": _adapter_digest(self.adapter), "dtype": dtype}
 
     def load(self):
         if self._loaded is None:
-            import torch
-
-            from dualrec.llm.hf import load_causal_lm
-
             # torch's CPU threads spin like llama.cpp's (see free_cpus): follow the load unless told
             torch.set_num_threads(self.n_threads or free_cpus())
             self._loaded = load_causal_lm(self.model_name, dtype=self.dtype, device=self.device,
@@ -387,8 +376,6 @@ class HFBackend(LLMBackend):
         return self.load()[1]
 
     def _generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
-        import torch
-
         model, tok = self.load()
         out: list[Completion] = []
         torch.manual_seed(params.seed)
@@ -426,8 +413,6 @@ class HFBackend(LLMBackend):
 @functools.lru_cache(maxsize=4)
 def _newline_tokens(tokenizer):
     """``[vocab]`` bool: which tokens hold a newline. Built once per tokenizer (262k entries), not per batch."""
-    import torch
-
     vocab = tokenizer.get_vocab()
     table = torch.zeros(max(vocab.values()) + 1, dtype=torch.bool)
     table[[i for t, i in vocab.items() if "\n" in t or "\u010a" in t or t == "<0x0A>"]] = True
@@ -443,10 +428,6 @@ class _TitlesDone:
         self.is_newline = _newline_tokens(tokenizer)
 
     def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        from dualrec.llm.parse import end_of_titles
-
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for r in self.is_newline[input_ids[:, -1].cpu()].nonzero().flatten().tolist():
             text = self.tok.decode(input_ids[r, self.prompt_len:], skip_special_tokens=True)
@@ -468,8 +449,6 @@ def make_backend(spec: dict | None, cache: ResponseCache | str | Path | None = N
         return HFBackend(cache=cache, **spec)
     if kind in ("openai", "openrouter"):
         if kind == "openrouter":
-            from dualrec.llm.prompts import system_message
-
             spec = {"base_url": OPENROUTER_URL, "model": "deepseek/deepseek-chat", "endpoint": "chat",
                     "api_key_env": "OPENROUTER_API_KEY", "system": system_message(), **spec}
         return OpenAICompatibleBackend(cache=cache, **spec)

@@ -24,9 +24,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from dualrec.data.catalog import Catalog
-from dualrec.llm.scoring import candidate_texts
+from dualrec.llm.scoring import candidate_texts, log_normaliser, model_parts, prompt_pass, target_logits
+from dualrec.llm.shared_prefix import SharedPrefix, attending
 
 
 class TitleTrie:
@@ -54,7 +56,6 @@ class TitleTrie:
 
 
 def make_processor(tries: list[TitleTrie], prompt_len: int, num_beams: int):
-    import torch
     from transformers import LogitsProcessor
 
     class TrieProcessor(LogitsProcessor):
@@ -122,11 +123,6 @@ class ConstrainedGenerator:
     def _search(self, prompts: list[str], tries: list[TitleTrie], k: int) -> list[list[tuple[float, tuple]]]:
         """Beam search with each prompt's keys and values shared by its beams; ``[(score, title tokens)]`` per
         prompt."""
-        import torch
-
-        from dualrec.llm.scoring import model_parts, log_normaliser, prompt_pass, target_logits
-        from dualrec.llm.shared_prefix import SharedPrefix, attending
-
         decoder = model_parts(self.model)[0]
         eos, pad = self.tok.eos_token_id, self.tok.pad_token_id
         enc = self.tok(prompts, return_tensors="pt", padding=True).to(self.model.device)
@@ -190,7 +186,6 @@ class ConstrainedGenerator:
 
     def _generate(self, prompts: list[str], tries: list[TitleTrie], k: int) -> list[list[tuple[float, tuple]]]:
         """transformers' ``generate`` beam search with the trie processor (each prompt encoded per beam)."""
-        import torch
         from transformers import LogitsProcessorList
 
         eos = self.tok.eos_token_id

@@ -25,16 +25,24 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
 
 from dualrec.data.catalog import Catalog
 from dualrec.data.dataset import Sequences
+from dualrec.llm.backends import free_cpus
+from dualrec.llm.hf import load_causal_lm, resolve_dtype
+from dualrec.llm.prompts import N_RECENT, PromptBuilder, frame
 from dualrec.llm.scoring import answer_logprobs
+from dualrec.utils import pick_device, seed_everything
 
 
 @dataclass
@@ -78,8 +86,6 @@ def build_records(stage1, train: Sequences, catalog: Catalog, n_targets: int = 5
     """The paper's instruction records from training users; returns ``(records, counts)``.
 
     ``max_users`` takes a seeded random sample of the eligible users (for a small CPU run; counted)."""
-    from dualrec.llm.prompts import N_RECENT, PromptBuilder
-
     seqs = [s[catalog.has(s)] for s in train.to_list()]
     eligible = [i for i, s in enumerate(seqs) if len(s) >= n_targets + N_RECENT]
     counts = {"train_users": len(seqs), "users_too_short": len(seqs) - len(eligible)}
@@ -123,8 +129,6 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def tokenize_records(records: Sequence[dict], tokenizer, max_length: int) -> list[tuple[list[int], int]]:
     """``(token ids, prompt length)`` per record: prompt (BOS + frame) then answer + EOS, cut at ``max_length``."""
-    from dualrec.llm.prompts import frame
-
     prompts = [frame(r["input"], r["instruction"]) for r in records]
     p_ids = tokenizer(prompts).input_ids
     a_ids = tokenizer([r["output"] for r in records], add_special_tokens=False).input_ids
@@ -160,8 +164,6 @@ class AnswerTask:
 
     def loss(self, model, batch: Sequence[int], pad_id: int, device):
         """Summed negative log-likelihood of the batch's answer tokens (differentiable)."""
-        import torch
-
         examples = [self.examples[j] for j in batch]
         T = max(len(ids) for ids, _ in examples)
         ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
@@ -185,14 +187,7 @@ def finetune(task, config: FinetuneConfig | dict | None, out_dir: str | Path) ->
     loss is a mean over), ``tokens(j)`` and ``loss(model, batch, pad_id, device)`` (a sum over the batch), such as
     the verbalizer ranker's :class:`dualrec.llm.ranker.RankerTask`. ``out_dir`` also gets ``finetune.json``
     (config, sizes, per-step loss, timings) and, while running, ``checkpoint/`` to resume from."""
-    import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-    from tqdm.auto import tqdm
-
-    from dualrec.llm.hf import load_causal_lm, resolve_dtype
-    from dualrec.utils import pick_device, seed_everything
-
     c = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,8 +196,6 @@ def finetune(task, config: FinetuneConfig | dict | None, out_dir: str | Path) ->
     seed_everything(c.seed)
     device = pick_device(c.device)
     if device == "cpu":
-        from dualrec.llm.backends import free_cpus
-
         torch.set_num_threads(c.n_threads or free_cpus())
     dtype = resolve_dtype(c.dtype, device)
     t0 = time.perf_counter()
@@ -285,7 +278,5 @@ def finetune(task, config: FinetuneConfig | dict | None, out_dir: str | Path) ->
               "dtype": str(dtype)}
     (out_dir / "finetune.json").write_text(json.dumps(report, indent=1))
     if ckpt.exists():
-        import shutil
-
         shutil.rmtree(ckpt)
     return out_dir

@@ -26,6 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import platformdirs
+import torch
+
+from dualrec.utils import cpu_has_native_bf16, pick_device
+
 EMBEDDED = "embedded"
 GEMMA_GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 GEMMA_HF_DIR = "gemma3-270m-hf"
@@ -38,8 +43,6 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
         if env:
             cache_dir = env
         else:
-            import platformdirs
-
             cache_dir = platformdirs.user_cache_dir("dualrec")
     root = Path(cache_dir).expanduser()
     root.mkdir(parents=True, exist_ok=True)
@@ -100,7 +103,6 @@ def ensure_gemma(cache_dir: str | Path | None = None) -> Path:
     with _locked(out):
         if (out / "model.safetensors").exists():
             return out
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tmp = Path(tempfile.mkdtemp(prefix=f".{GEMMA_HF_DIR}.", dir=out.parent))
@@ -135,15 +137,11 @@ def resolve_dtype(dtype: Any = "auto", device: str = "cpu"):
     """``"auto"``: on CPU bf16 where the CPU has native bf16 (2x faster than fp32 on AVX-512 BF16), else fp32
     (emulated bf16 is ~4x slower than fp32 on AVX2); on GPU bf16 where supported, else fp16. Strings
     ``"float32"``/``"fp32"``/``"bf16"``/``"fp16"`` and ``torch.dtype`` are accepted as well."""
-    import torch
-
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
         if str(device).startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        from dualrec.utils import cpu_has_native_bf16
-
         return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     aliases = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
     name = aliases.get(str(dtype), str(dtype))
@@ -168,10 +166,7 @@ def load_causal_lm(name_or_path: str | Path = EMBEDDED, dtype: Any = "auto", dev
 
     The tokenizer gets a pad token if it has none, and left padding (batched generation appends on the right).
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from dualrec.utils import pick_device
 
     if str(name_or_path) == EMBEDDED:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from dualrec.data.catalog import Catalog
 from dualrec.data.dataset import Sequences
@@ -78,8 +80,6 @@ class RankPrompt:
 def label_logits(model, hidden, token_ids):
     """fp32 logits ``[B, K]`` of the label tokens from last-position hidden states ``[B, H]`` (with the model's final
     soft-capping): K rows of the LM head, not its whole vocabulary."""
-    import torch
-
     _, head, cap = model_parts(model)
     rows = torch.as_tensor(token_ids, device=hidden.device)
     z = hidden.float() @ head.weight[rows].float().T
@@ -117,8 +117,6 @@ class VerbalizerRanker:
         return [self.prompt.render(h, c[o]) for h, c, o in zip(histories, candidates, orders)], orders
 
     def scores(self, histories: Sequence[np.ndarray], candidates: np.ndarray) -> np.ndarray:
-        import torch
-
         candidates = np.asarray(candidates, np.int64)
         n, k = candidates.shape
         out = np.zeros((n, k), np.float32)
@@ -218,9 +216,6 @@ class RankerTask:
 
     def loss(self, model, batch: Sequence[int], pad_id: int, device):
         """Summed cross-entropy of the batch's examples (differentiable)."""
-        import torch
-        import torch.nn.functional as F
-
         width = max(len(self.ids[j]) for j in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from dualrec.data.catalog import Catalog
+from dualrec.llm.hf import cache_root
 
 
 def sbert_model_path() -> Path:
@@ -64,8 +65,6 @@ class SBERTReranker:
         digest = hashlib.sha256(("\n".join(titles) + "|" + self.model_path.name).encode()).hexdigest()[:20]
         if digest in self._emb:
             return self._emb[digest][1]
-        from dualrec.llm.hf import cache_root
-
         path = cache_root(self.cache_dir) / "embeddings" / f"sbert-{digest}.npy"
         if path.exists():
             emb = np.load(path)

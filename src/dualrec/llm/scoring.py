@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 def model_parts(model):
@@ -28,8 +30,6 @@ def model_parts(model):
 
 def soft_cap(z, cap: float | None):
     """The model's final logit soft-capping (``cap * tanh(z / cap)``, Gemma 2/3), or ``z`` unchanged without one."""
-    import torch
-
     return torch.tanh(z / cap) * cap if cap else z
 
 
@@ -40,9 +40,6 @@ def log_normaliser(model, hidden, chunk: int = 16384):
     for the max and the exponentials costs more than the matrix product (80 rows: 65 ms for the product, 216 ms with
     the whole-vocabulary logsumexp, 146 ms by slices of 16k, which stay in the CPU's cache; bench/bench_llm.py).
     Exact up to fp32 rounding; differentiable."""
-    import torch
-    import torch.nn.functional as F
-
     _, head, cap = model_parts(model)
     hidden = hidden.contiguous()
     parts = []
@@ -113,8 +110,6 @@ def score_candidate_lists(model, tokenizer, prompts: Sequence[str], candidates: 
     busy, so scoring a test set batches users (DualRec's ``score_batch``). The LM head is applied to the rows that
     predict a candidate token only, one vocabulary slice at a time (:func:`log_normaliser`).
     """
-    import torch
-
     out = [np.zeros(0, np.float32) for _ in prompts]
     users = [u for u, c in enumerate(candidates) if len(c)]
     if not users:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import torch
+
 NAME = "dualrec_shared_prefix"
 
 
@@ -62,8 +64,6 @@ class SharedPrefix:
 
 
 def _cat(a, b):
-    import torch
-
     return torch.cat([a, b], dim=2)
 
 
@@ -71,8 +71,6 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
                             sliding_window=None, shared_prefix: SharedPrefix | None = None, **kwargs):
     """An ``AttentionInterface`` function: ``query [R, H, 1, D]`` of the continuations' new tokens against their
     prompt's keys and their own. Returns ``([R, 1, H, D], None)`` like transformers' sdpa function."""
-    import torch
-
     s = shared_prefix
     if s is None:
         raise RuntimeError(f"{NAME} attention needs shared_prefix=SharedPrefix(...) in the forward call")

@@ -16,12 +16,19 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+import pandas as pd
+import torch
 
 from dualrec.data.catalog import Catalog
 from dualrec.data.dataset import Sequences
+from dualrec.models.registry import get_model_class
+from dualrec.utils import seed_everything
+
+if TYPE_CHECKING:
+    from dualrec.evaluation.protocols import EvalCases
 
 
 @dataclass
@@ -85,13 +92,12 @@ class Recommender(ABC):
         self.config = config
         self.catalog: Catalog | None = None
         self.fit_seconds: float = 0.0
+        self.history: list[dict] = []   # the training loop's per-epoch log; empty for a model without one
 
     def fit(self, train: Sequences, catalog: Catalog, valid: "EvalCases | None" = None,
             checkpoint_dir: str | Path | None = None) -> "Recommender":
         """Train on ``train`` (per-user sequences of ids in ``catalog``). ``valid`` may drive early stopping;
         ``checkpoint_dir`` lets a long fit resume where it stopped."""
-        from dualrec.utils import seed_everything
-
         seed_everything(self.config.seed)
         self.catalog = catalog
         start = time.perf_counter()
@@ -131,10 +137,6 @@ class Recommender(ABC):
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
         """Load any saved model: the class comes from ``config.json``'s ``model`` field."""
-        import pandas as pd
-
-        from dualrec.models import get_model_class
-
         path = Path(path)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path}: no config.json; is this a folder written by `dualrec train`?")
@@ -159,6 +161,14 @@ def load_on_catalog(path: str | Path, catalog: Catalog, what: str) -> Recommende
     return model
 
 
+@runtime_checkable
+class Hybrid(Protocol):
+    """A model built on a Stage-1 model whose ranking it re-orders or falls back to (DUALRec, the fusion ranker):
+    per-user comparisons against "its own Stage 1" read it here."""
+
+    stage1: Recommender | None
+
+
 class ScoringRecommender(Recommender):
     """A model that scores every catalog item for a history; subclasses implement :meth:`score`.
 
@@ -181,8 +191,6 @@ class ScoringRecommender(Recommender):
         return out
 
     def recommend(self, histories: Sequence[np.ndarray], k: int = 10) -> Recommendations:
-        import torch
-
         rows = self.encode(histories)
         n_items = len(self.catalog)
         k = min(k, n_items)
