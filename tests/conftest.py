@@ -1,4 +1,7 @@
-"""Shared fixtures: the real MovieLens copies in ../shared/data (never committed to this repo)."""
+"""Shared fixtures. ``synthetic``: a tiny generated dataset every unit test can use anywhere. ``ml1m`` and the
+fixtures built on it: the real MovieLens copies in ../shared/data (never committed to this repo); a test that uses
+them, directly or through another fixture, is marked ``integration`` here, so ``pytest -m "not integration"`` runs
+on a clone without ../shared. A test that reads the copy by path is marked by hand."""
 
 from __future__ import annotations
 
@@ -12,6 +15,26 @@ SHARED_DATA = Path(os.environ.get("DUALREC_SHARED_DATA", REPO.parent / "shared" 
 ML1M_DIR = SHARED_DATA / "ml-1m"
 ML1M_RATINGS = SHARED_DATA / "ml-1m-ratings-head" / "ratings.dat"
 ML100K_DIR = SHARED_DATA / "ml-100k"
+
+
+SHARED_FIXTURES = {"ml1m", "ml1m_top1000", "ml1m_small", "ml100k"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """A generated Dataset: 40 items with titles, years and genres, 48 users walking the catalog in steps of 1-2
+    items (a next-item signal a sequence model can learn), timestamps increasing along each sequence."""
+    from dualrec.data import Dataset
+    from tiny import tiny_catalog, tiny_interactions
+
+    catalog = tiny_catalog(40)
+    return Dataset("synthetic", tiny_interactions(catalog, n_users=48, seed=3), catalog)
 
 
 def _require(path: Path) -> Path:

@@ -28,3 +28,12 @@ def tiny_sequences(catalog: Catalog, n_users: int = 32, seed: int = 0, min_len: 
         pos = np.cumsum(rng.integers(1, 3, rng.integers(min_len, max_len + 1))) + rng.integers(len(ids))
         seqs.append(ids[pos % len(ids)])
     return Sequences.from_lists(np.arange(1, n_users + 1), seqs)
+
+
+def tiny_interactions(catalog: Catalog, n_users: int = 32, seed: int = 0) -> pd.DataFrame:
+    """:func:`tiny_sequences` as an interactions frame (``user``, ``item``, ``rating``, ``timestamp``): one
+    interaction per minute along each user's sequence, users starting at staggered times."""
+    seqs = tiny_sequences(catalog, n_users, seed)
+    rows = [(int(u), int(item), 4.0, 10_000 * k + 60 * t)
+            for k, u in enumerate(seqs.users) for t, item in enumerate(seqs[k])]
+    return pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
