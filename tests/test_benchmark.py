@@ -92,6 +92,7 @@ def test_config_errors_are_named(tmp_path):
     assert all(m["name"] in MODELS for m in shipped.models) and shipped.protocols == ["strict", "paper"]
 
 
+@pytest.mark.integration
 def test_cli_benchmark_quick_subset(tmp_path):
     from dualrec.cli import app
 
@@ -106,6 +107,7 @@ def test_cli_benchmark_quick_subset(tmp_path):
     assert bad.exit_code == 2 and "not in the config's models" in bad.output
 
 
+@pytest.mark.integration
 def test_each_protocol_gets_its_own_top_items_source(tmp_path):
     """strict keeps the paper's all-data filter, chrono counts its training side: one benchmark, two catalogs, and
     the first protocol's fit does not change the second's source."""

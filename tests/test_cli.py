@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 from dualrec.cli import app
 from conftest import ML1M_RATINGS, SHARED_DATA
 
+pytestmark = pytest.mark.integration   # every test here reads the MovieLens copy by path
+
 DATA = ["--data-dir", str(SHARED_DATA), "--ratings", str(ML1M_RATINGS)]
 TINY = ["--set", "model.max_windows=1500", "--set", "model.epochs=1", "--set", "model.progress=false"]
 runner = CliRunner()

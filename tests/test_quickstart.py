@@ -3,6 +3,8 @@ path as `scripts/main.sh`, and what it leaves in the run folder."""
 
 from __future__ import annotations
 
+import pytest
+
 import base64
 import html
 import json
@@ -63,6 +65,7 @@ def test_quickstart_runs_the_pipeline_and_writes_a_self_contained_report(ml1m_sm
     assert "LLM answer" in shown and example["target"][0]["title"] in shown
 
 
+@pytest.mark.integration
 def test_quickstart_command_prints_the_table_with_the_llm_row_and_the_report_path(tmp_path):
     from typer.testing import CliRunner
 

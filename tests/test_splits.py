@@ -48,6 +48,7 @@ def test_chrono_split_is_a_global_time_cut(ml1m_top1000):
         assert np.array_equal(full[:pos], sp.test.histories[c])
 
 
+@pytest.mark.integration
 def test_chrono_top_items_are_counted_on_training_interactions_only():
     from dualrec import experiment as ex
     from dualrec.config import ExperimentConfig

@@ -4,6 +4,8 @@ text alone (records of a protocol can be re-made without the other's)."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import numpy as np
@@ -16,6 +18,8 @@ from dualrec.cli import app
 from dualrec.models import build_model
 from dualrec.tables import docs as pages
 from dualrec.tables import llm as tables
+
+pytestmark = pytest.mark.integration   # every test here reads the MovieLens copy by path
 
 
 def test_row_record_renders_into_its_protocol_block_only(tmp_path, ml1m_small):

@@ -255,9 +255,9 @@ class OpenAICompatibleBackend(LLMBackend):
 # ---- llama.cpp in process -------------------------------------------------------------------------------------
 
 def free_cpus() -> int:
-    """Cores not busy right now (1-minute load average), at least 1. On a shared machine, llama.cpp with more
-    threads than free cores spins and slows down >10x (measured: 64 tokens in 1.8 s with 1 thread, 25.9 s with 2,
-    at load 10 on 2 cores), so the default thread count follows the load."""
+    """Cores not busy right now (1-minute load average), at least 1. On a shared machine, llama.cpp (and torch)
+    with more threads than free cores spin and slow down by an order of magnitude (docs/benchmarks.md), so the
+    default thread count follows the load."""
     n = os.cpu_count() or 1
     try:
         busy = os.getloadavg()[0]

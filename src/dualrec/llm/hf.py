@@ -134,8 +134,8 @@ def resolve_model_path(name_or_path: str | Path = EMBEDDED, cache_dir: str | Pat
 
 
 def resolve_dtype(dtype: Any = "auto", device: str = "cpu"):
-    """``"auto"``: on CPU bf16 where the CPU has native bf16 (2x faster than fp32 on AVX-512 BF16), else fp32
-    (emulated bf16 is ~4x slower than fp32 on AVX2); on GPU bf16 where supported, else fp16. Strings
+    """``"auto"``: on CPU bf16 where the CPU has native bf16 (AVX-512 BF16 or AMX), else fp32 (emulated bf16 is
+    slower than fp32); on GPU bf16 where supported, else fp16. Strings
     ``"float32"``/``"fp32"``/``"bf16"``/``"fp16"`` and ``torch.dtype`` are accepted as well."""
     if isinstance(dtype, torch.dtype):
         return dtype

@@ -5,7 +5,7 @@ The embedded model's vocabulary has 262,144 tokens, so the LM head dominates tim
 states of the positions whose next token we score, and applies the LM head to those rows only. LoRA training
 (``finetune.py``) and candidate scoring share it.
 
-Candidate scoring (issue 3, "make the LLM's list a real ranking"): given the Stage-2 prompt (ending where the answer's
+Candidate scoring (the LLM's list as a real ranking): given the Stage-2 prompt (ending where the answer's
 first title starts, after "1."), each of the Stage-1 model's top-N candidates is scored by
 ``log p(" Title (Year)" | prompt)``, the sum over its tokens. The prompt is encoded ONCE per user; its KV cache is
 repeated for the N candidates, which then run as one batch of short sequences (the prompt is not recomputed N
@@ -37,9 +37,8 @@ def log_normaliser(model, hidden, chunk: int = 16384):
     """``logsumexp`` over the vocabulary of the logits of decoder hidden states ``[M, H]`` (with the model's final
     soft-capping, if any), in fp32, one vocabulary slice of the LM head at a time, then over the slices: the
     ``[M, V]`` fp32 logits are never written out whole. At 262k tokens, converting them to fp32 and reading them back
-    for the max and the exponentials costs more than the matrix product (80 rows: 65 ms for the product, 216 ms with
-    the whole-vocabulary logsumexp, 146 ms by slices of 16k, which stay in the CPU's cache; bench/bench_llm.py).
-    Exact up to fp32 rounding; differentiable."""
+    for the max and the exponentials costs more than the matrix product; slices that stay in the CPU's cache cost
+    less (bench/bench_llm.py measures it). Exact up to fp32 rounding; differentiable."""
     _, head, cap = model_parts(model)
     hidden = hidden.contiguous()
     parts = []
