@@ -101,6 +101,9 @@ class OracleSignal:
                         for h, row in zip(histories, candidates)], np.float32)
         return self.sign * hit
 
+    def load(self) -> None:
+        """Nothing to load: the targets are given."""
+
 
 @pytest.fixture(scope="module")
 def stage1_dir(ml1m_small, tmp_path_factory):

@@ -64,9 +64,12 @@ class FusionConfig(ModelConfig):
 
 
 class CandidateSignal(Protocol):
-    """A score for each of each user's candidates: ``[len(histories), K]``, higher is better."""
+    """A score for each of each user's candidates: ``[len(histories), K]``, higher is better. ``load`` readies
+    whatever the signal needs (a model, embeddings) before the first batch, so timings start clean."""
 
     def scores(self, histories: Sequence[np.ndarray], candidates: np.ndarray) -> np.ndarray: ...
+
+    def load(self) -> None: ...
 
 
 class LLMRankSignal:
@@ -165,11 +168,9 @@ class FusionRanker(Recommender):
     def load_signals(self) -> None:
         """Load every signal's model before users are scored, so per-user progress and timings start clean."""
         for name in self.config.signals:
-            load = getattr(self.signal(name), "load", None)   # an injected signal may have nothing to load
-            if load is not None:
-                if self.config.progress:
-                    tqdm.write(f"fusion: loading {LOADING[name]}")
-                load()
+            if self.config.progress:
+                tqdm.write(f"fusion: loading {LOADING[name]}")
+            self.signal(name).load()
 
     def llm_identity(self) -> dict | None:
         """Which LLM scored the candidates, in which precision (None when no LLM signal is used)."""
