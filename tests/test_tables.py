@@ -32,6 +32,7 @@ def test_row_record_renders_into_its_protocol_block_only(tmp_path, ml1m_small):
                            {"data_dir": str(ML1M_DIR.parent), "ratings": str(ML1M_RATINGS)}, 40, out, {})
     saved = json.loads((out / "paper" / "lstm@40.json").read_text())   # a 40-user run: its own file and label
     assert saved["counts"]["users"] == record["counts"]["users"] == 40 and "[40 of 493 users]" in saved["label"]
+    assert saved["config"]["model"]["name"] == "mostpop"   # the loaded Stage 1's own config, not configs/lstm.yaml
 
     docs = tmp_path / "results.md"
     strict_block = "<!-- dualrec table: strict -->\nstrict rows of an earlier run\n<!-- end dualrec table: strict -->"

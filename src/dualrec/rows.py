@@ -97,6 +97,8 @@ def run_row(row: Row, protocol: str, stage1: str, adapter: str | None, data: dic
     start = time.perf_counter()
     result = ex.run_evaluation(cfg, model, prepared)
     record = ex.result_record(cfg, model, prepared, result)
+    if row.config is None:   # a loaded Stage 1: its own options (epochs, targets), not configs/lstm.yaml's defaults
+        record["config"]["model"] = {"name": model.name, **model.config.to_dict()}
     max_k = max(cfg.evaluation.ks)
     base = stage1_ranks(model, result, max_k) if row.config is not None else None   # its own Stage 1, same users
     record["answered"] = answered_vs_stage1(model, result, cfg.evaluation.ks, base)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dualrec.tables import llm
+from dualrec.tables import llm, stage1
 
 Renderer = Callable[[Path], dict[str, str]]   # a records folder -> {protocol: Markdown}
 
@@ -25,6 +25,7 @@ class Section:
 
 
 SECTIONS: tuple[Section, ...] = (
+    Section("lstm", "results", stage1.render),
     Section("dualrec", "results/dualrec", llm.render),
     Section("ranker", "results", llm.render),
     Section("ranker-all-targets", "results/all-targets", llm.render),
