@@ -189,13 +189,29 @@ def evaluate(run: Optional[Path] = typer.Option(None, help="Run folder written b
              split: str = typer.Option("test", help="test or valid"),
              data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt,
              out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write result JSON + Markdown "
-                                                                          "(default: the run folder).")):
+                                                                          "(default: the run folder)."),
+             record: Optional[Path] = typer.Option(None, "--record", help="Refresh this result record instead: "
+                                                                          "re-score --run's model (or a fusion "
+                                                                          "record's own config and weights) on the "
+                                                                          "record's users and add the metrics it "
+                                                                          "lacks; no refit.")):
     """Score a trained run (or fit-and-score a config) under a protocol; writes JSON + a Markdown table.
 
     Examples: dualrec evaluate --run runs/lstm-strict --protocol strict;
-    dualrec evaluate --model mostpop --protocol paper --ratings ... --data-dir ... --out results/mostpop
+    dualrec evaluate --model mostpop --protocol paper --ratings ... --data-dir ... --out results/mostpop;
+    add the beyond-accuracy metrics to a record: dualrec evaluate --run runs/lstm-strict --record results/strict/lstm.json
     """
     from dualrec import experiment as ex
+
+    if record is not None:
+        try:
+            refreshed = ex.refresh_record(record, run, data_dir, ratings)
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+        added = refreshed["refreshed"]["added"]
+        typer.echo(f"{record}: accuracy as recorded; added " + ", ".join(
+            f"{m}={refreshed['metrics'][m]:.4f}" for m in added))
+        return
 
     if run is not None:
         cfg, m = ex.load_run(run, data_dir, ratings)
