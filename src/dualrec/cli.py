@@ -491,6 +491,47 @@ def quickstart(out: Path = typer.Option(Path("runs/main"), "--out", "-o", help="
 
 
 @app.command()
+def tradeoff(run: Optional[list[Path]] = typer.Option(None, "--run", help="Run folder (repeat; the first is the "
+                                                                          "reference, e.g. Stage 1)."),
+             label: Optional[list[str]] = typer.Option(None, "--label", help="A label per run, in order."),
+             lambdas: str = typer.Option("1,0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1,0",
+                                         help="MMR lambdas (1 = the model's own ranking)."),
+             n_candidates: int = typer.Option(50, help="Each model's top N that MMR re-orders."),
+             similarity: str = typer.Option("genre", help="MMR's item similarity: genre or title (SBERT)."),
+             max_users: Optional[int] = typer.Option(None, help="Score the first N test users only (labelled)."),
+             out: Path = typer.Option(Path("results/strict/tradeoff.json"), "--out", "-o", help="The record."),
+             plot: Optional[Path] = typer.Option(None, help="PNG plot (default: beside the record)."),
+             docs: Optional[Path] = typer.Option(None, help="Write the table into this results.md (section "
+                                                            "tradeoff)."),
+             render_only: bool = typer.Option(False, "--render-only", help="Re-render table and plot from --out."),
+             data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt):
+    """NDCG@10 against intra-list diversity and catalog coverage as MMR's lambda moves, for several models on the
+    same users: a record, a PNG plot and a Markdown table, with each model's points tested against the first run's
+    frontier by the paired bootstrap.
+
+    Example: dualrec tradeoff --run runs/lstm-all-strict --run runs/fpmc-strict --run runs/fusion-sbert-strict
+    --data-dir ../shared/data --ratings ../shared/data/ml-1m-ratings-head/ratings.dat --out results/strict/tradeoff.json
+    --docs docs/results.md
+    """
+    from dualrec.tradeoff import TradeoffConfig, markdown, parse_lambdas, run_tradeoff, write_outputs
+
+    plot = plot or out.with_suffix(".png")
+    try:
+        if render_only:
+            record = json.loads(out.read_text())
+        else:
+            cfg = TradeoffConfig(runs=[str(r) for r in run or []], labels=list(label or []),
+                                 lambdas=parse_lambdas(lambdas), n_candidates=n_candidates, similarity=similarity,
+                                 max_users=max_users)
+            record = run_tradeoff(cfg, data_dir, ratings)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    write_outputs(record, out, plot, docs)
+    typer.echo(markdown(record))
+    typer.echo(f"wrote {out} and {plot}" + (f"; table in {docs}" if docs else ""))
+
+
+@app.command()
 def compare(a: Path = typer.Argument(..., help="Predictions (`dualrec predict`) or a result record of model A."),
             b: Path = typer.Argument(..., help="The same for model B (the baseline), on the same users."),
             metrics: str = typer.Option("NDCG@10,HR@10", help="Comma-separated HR@k / NDCG@k."),
