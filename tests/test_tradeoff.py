@@ -51,7 +51,7 @@ def test_tradeoff_writes_record_plot_and_table(runs, tmp_path):
     assert mostpop[1.0]["catalog_coverage@10"] < sknn[1.0]["catalog_coverage@10"]
     # each MostPop point against SKNN's frontier, on both axes, with an interval or a "no rival" verdict
     assert len(record["frontier"]) == 3 * 2
-    assert all("interval" in f or f["verdict"].startswith("beyond") for f in record["frontier"])
+    assert all("interval" in f or f["verdict"].startswith("no reference point") for f in record["frontier"])
     assert (tmp_path / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     assert "| SKNN | 0.5 |" in text
     doc = docs.read_text()
@@ -75,3 +75,14 @@ def test_evaluate_record_adds_the_new_metrics_and_refuses_another_model(runs, tm
     assert "does not reproduce the record" in text
     assert json.loads(path.read_text()) == again
     invoke("evaluate", "--record", path, *DATA, code=2)   # an sknn record names no weights: --run is needed
+
+
+def test_reference_frontier_mixes_two_grid_points_by_hand():
+    from dualrec.tradeoff import reference_at
+
+    points = [{"metrics": {"ild_genre@10": x, "NDCG@10": y}} for x, y in ((0.6, 0.23), (0.7, 0.22), (0.8, 0.20))]
+    # at 0.65: half the users on point 0, half on point 1 gives 0.225, above point 1 alone (0.22) and the 0-2 mix
+    assert reference_at(points, "ild_genre@10", 0.65) == pytest.approx((0.5, 0, 1))
+    # exactly on a point: the point itself beats the 0-2 mixture (0.215)
+    assert reference_at(points, "ild_genre@10", 0.7) == (1.0, 1, 1)
+    assert reference_at(points, "ild_genre@10", 0.85) is None

@@ -496,7 +496,9 @@ def tradeoff(run: Optional[list[Path]] = typer.Option(None, "--run", help="Run f
              label: Optional[list[str]] = typer.Option(None, "--label", help="A label per run, in order."),
              lambdas: str = typer.Option("1,0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1,0",
                                          help="MMR lambdas (1 = the model's own ranking)."),
-             n_candidates: int = typer.Option(50, help="Each model's top N that MMR re-orders."),
+             n_candidates: int = typer.Option(20, help="Each model's top N that MMR re-orders (20: the DUALRec "
+                                                       "hybrid's candidates; past them its scores are only Stage "
+                                                       "1's order)."),
              similarity: str = typer.Option("genre", help="MMR's item similarity: genre or title (SBERT)."),
              max_users: Optional[int] = typer.Option(None, help="Score the first N test users only (labelled)."),
              out: Path = typer.Option(Path("results/strict/tradeoff.json"), "--out", "-o", help="The record."),

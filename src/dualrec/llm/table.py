@@ -32,7 +32,8 @@ import numpy as np
 from dualrec.evaluation.bootstrap import paired_bootstrap
 from dualrec.evaluation.metrics import first_hit_ranks, ranking_metrics
 
-COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@1", "NDCG@5", "NDCG@10", "genre_jaccard", "hallucination_rate")
+COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@1", "NDCG@5", "NDCG@10", "genre_jaccard", "hallucination_rate",
+           "catalog_coverage@10", "ild_genre@10", "ild_title@10", "novelty@10")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ on different scales; a constant row scales to 0) and ``sim`` is the genre Jaccar
 genre``) or the cosine of their Sentence-BERT title embeddings (``title``), the same similarities the intra-list
 diversity metrics use. ``lambda = 1`` keeps the base order exactly (ties go to the earlier candidate);
 ``lambda = 0`` picks, after the base's first item, always the item least like those already chosen. Past
-``n_candidates`` the list continues in the base's order.
+``n_candidates`` the list continues in the base's order. Re-rank a fusion model within its own K candidates
+(``n_candidates`` at most its ``n_candidates``): past them its scores only encode Stage 1's order (one unit per
+position), which would stretch the scale and squeeze the fused scores' differences.
 
 :func:`mmr_order` works on arrays (vectorised over users, one step per list position), so a trade-off sweep re-ranks
 one base ranking for many lambdas; :class:`MMRReranker` (``model.name: mmr``) wraps a saved model for every command.
