@@ -195,13 +195,29 @@ def evaluate(run: Optional[Path] = typer.Option(None, help="Run folder written b
              split: str = typer.Option("test", help="test or valid"),
              data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt,
              out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write result JSON + Markdown "
-                                                                          "(default: the run folder).")):
+                                                                          "(default: the run folder)."),
+             record: Optional[Path] = typer.Option(None, "--record", help="Refresh this result record instead: "
+                                                                          "re-score --run's model (or a fusion "
+                                                                          "record's own config and weights) on the "
+                                                                          "record's users and add the metrics it "
+                                                                          "lacks; no refit.")):
     """Score a trained run (or fit-and-score a config) under a protocol; writes JSON + a Markdown table.
 
     Examples: dualrec evaluate --run runs/lstm-strict --protocol strict;
-    dualrec evaluate --model mostpop --protocol paper --ratings ... --data-dir ... --out results/mostpop
+    dualrec evaluate --model mostpop --protocol paper --ratings ... --data-dir ... --out results/mostpop;
+    add the beyond-accuracy metrics to a record: dualrec evaluate --run runs/lstm-strict --record results/strict/lstm.json
     """
     from dualrec import experiment as ex
+
+    if record is not None:
+        try:
+            refreshed = ex.refresh_record(record, run, data_dir, ratings)
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+        added = refreshed["refreshed"]["added"]
+        typer.echo(f"{record}: accuracy as recorded; added " + ", ".join(
+            f"{m}={refreshed['metrics'][m]:.4f}" for m in added))
+        return
 
     if run is not None:
         cfg, m = ex.load_run(run, data_dir, ratings)
@@ -471,6 +487,49 @@ def quickstart(out: Path = typer.Option(Path("runs/main"), "--out", "-o", help="
     typer.echo(example_text(summary["example"]) + "\n")
     typer.echo(f"full report: {out / 'report.html'} (open it in a browser); every number's record: "
                f"{out / 'results.json'}; finished in {summary['seconds']:.0f} s")
+
+
+@app.command()
+def tradeoff(run: Optional[list[Path]] = typer.Option(None, "--run", help="Run folder (repeat; the first is the "
+                                                                          "reference, e.g. Stage 1)."),
+             label: Optional[list[str]] = typer.Option(None, "--label", help="A label per run, in order."),
+             lambdas: str = typer.Option("1,0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1,0",
+                                         help="MMR lambdas (1 = the model's own ranking)."),
+             n_candidates: int = typer.Option(20, help="Each model's top N that MMR re-orders (20: the DUALRec "
+                                                       "hybrid's candidates; past them its scores are only Stage "
+                                                       "1's order)."),
+             similarity: str = typer.Option("genre", help="MMR's item similarity: genre or title (SBERT)."),
+             max_users: Optional[int] = typer.Option(None, help="Score the first N test users only (labelled)."),
+             out: Path = typer.Option(Path("results/strict/tradeoff.json"), "--out", "-o", help="The record."),
+             plot: Optional[Path] = typer.Option(None, help="PNG plot (default: beside the record)."),
+             docs: Optional[Path] = typer.Option(None, help="Write the table into this results.md (section "
+                                                            "tradeoff)."),
+             render_only: bool = typer.Option(False, "--render-only", help="Re-render table and plot from --out."),
+             data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt):
+    """NDCG@10 against intra-list diversity and catalog coverage as MMR's lambda moves, for several models on the
+    same users: a record, a PNG plot and a Markdown table, with each model's points tested against the first run's
+    frontier by the paired bootstrap.
+
+    Example: dualrec tradeoff --run runs/lstm-all-strict --run runs/fpmc-strict --run runs/fusion-sbert-strict
+    --data-dir ../shared/data --ratings ../shared/data/ml-1m-ratings-head/ratings.dat --out results/strict/tradeoff.json
+    --docs docs/results.md
+    """
+    from dualrec.tradeoff import TradeoffConfig, markdown, parse_lambdas, run_tradeoff, write_outputs
+
+    plot = plot or out.with_suffix(".png")
+    try:
+        if render_only:
+            record = json.loads(out.read_text())
+        else:
+            cfg = TradeoffConfig(runs=[str(r) for r in run or []], labels=list(label or []),
+                                 lambdas=parse_lambdas(lambdas), n_candidates=n_candidates, similarity=similarity,
+                                 max_users=max_users)
+            record = run_tradeoff(cfg, data_dir, ratings)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    write_outputs(record, out, plot, docs)
+    typer.echo(markdown(record))
+    typer.echo(f"wrote {out} and {plot}" + (f"; table in {docs}" if docs else ""))
 
 
 @app.command()

@@ -32,6 +32,7 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
     batch_size: int = 256
     max_users: int | None = None   # smoke runs only; reported, never used for docs/results.md
+    title_diversity: bool = True   # Sentence-BERT title diversity of the lists (embeds the catalog once, cached)
 
 
 @dataclass

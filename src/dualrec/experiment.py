@@ -19,9 +19,11 @@ import yaml
 from dualrec.config import ExperimentConfig
 from dualrec.data.dataset import Dataset
 from dualrec.data.movielens import load
+from dualrec.evaluation.beyond import ItemStats
 from dualrec.evaluation.evaluator import EvalResult, evaluate
-from dualrec.evaluation.protocols import Split, get_protocol, make_split
+from dualrec.evaluation.protocols import EvalCases, Split, get_protocol, make_split
 from dualrec.evaluation.report import markdown_table
+from dualrec.llm.rerank import SBERTReranker
 from dualrec.models import Recommender, build_model
 
 
@@ -29,6 +31,7 @@ from dualrec.models import Recommender, build_model
 class Prepared:
     dataset: Dataset
     split: Split
+    stats: ItemStats | None = None   # the beyond-accuracy metrics' item statistics, computed on first use
 
 
 TOP_ITEMS_SOURCES = ("all", "train")
@@ -83,12 +86,31 @@ def fit(cfg: ExperimentConfig, prepared: Prepared, run_dir: str | Path | None = 
     return model
 
 
+def item_stats(cfg: ExperimentConfig, prepared: Prepared) -> ItemStats:
+    """Popularity counted on the split's training side and, with ``evaluation.title_diversity``, the catalog's
+    Sentence-BERT title embeddings (computed once per catalog, then read from the on-disk cache)."""
+    if prepared.stats is None or (prepared.stats.title_embeddings is None) == cfg.evaluation.title_diversity:
+        catalog = prepared.dataset.catalog
+        embeddings, note = None, "evaluation.title_diversity is false"
+        if cfg.evaluation.title_diversity:
+            try:
+                embeddings = SBERTReranker().catalog_embeddings(catalog)
+            except ImportError as exc:
+                note = str(exc)
+        prepared.stats = ItemStats.of(catalog, prepared.split.train, embeddings, note)
+    return prepared.stats
+
+
+def evaluation_cases(cfg: ExperimentConfig, prepared: Prepared, split: str = "test") -> EvalCases:
+    """The cases a run is scored on: the split's, cut to ``evaluation.max_users`` when set."""
+    cases = prepared.split.test if split == "test" else prepared.split.valid
+    return cases.head(cfg.evaluation.max_users) if cfg.evaluation.max_users else cases
+
+
 def run_evaluation(cfg: ExperimentConfig, model: Recommender, prepared: Prepared, split: str = "test",
                    progress: bool = True) -> EvalResult:
-    cases = prepared.split.test if split == "test" else prepared.split.valid
-    if cfg.evaluation.max_users:
-        cases = cases.head(cfg.evaluation.max_users)
-    return evaluate(model, cases, prepared.dataset.catalog, cfg.evaluation.ks, cfg.evaluation.batch_size, progress)
+    return evaluate(model, evaluation_cases(cfg, prepared, split), prepared.dataset.catalog, cfg.evaluation.ks,
+                    cfg.evaluation.batch_size, progress, item_stats(cfg, prepared))
 
 
 def result_record(cfg: ExperimentConfig, model: Recommender, prepared: Prepared, result: EvalResult,
@@ -106,6 +128,7 @@ def result_record(cfg: ExperimentConfig, model: Recommender, prepared: Prepared,
                                                                   for r in prepared.dataset.reports},
                  "split_counts": prepared.split.counts},
         "metrics": result.metrics,
+        **({"metric_notes": result.notes} if result.notes else {}),
         "counts": result.counts,
         "timings": {**result.timings, "fit_s": model.fit_seconds},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
@@ -144,3 +167,82 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
     if ratings is not None:
         cfg.data.ratings = str(ratings)
     return cfg, Recommender.load(run_dir / "model")
+
+
+ACCURACY_PREFIXES = ("HR@", "NDCG@", "MRR@", "genre_jaccard")
+
+
+def record_model(record: dict, cfg: ExperimentConfig, prepared: Prepared) -> Recommender:
+    """The model a fusion record describes, rebuilt without choosing anything again: Stage 1 from its folder and the
+    record's chosen weights; a signal with weight 0 is not computed (it changes no ranking)."""
+    if cfg.model_name != "fusion" or not record.get("alpha"):
+        raise ValueError(f"a {cfg.model_name!r} record without a run: give --run, the folder its model was saved in "
+                         f"(only a fusion record, with its chosen weights, rebuilds from its config)")
+    weights = {k: v for k, v in record["alpha"].items() if v}
+    options = {**cfg.model, "weights": weights, "signals": [s for s in cfg.model.get("signals", []) if s in weights]}
+    model = build_model("fusion", {k: v for k, v in options.items() if k != "name"} | {"seed": cfg.seed})
+    model.fit(prepared.split.train, prepared.dataset.catalog)
+    return model
+
+
+def refresh_record(record_path: str | Path, run_dir: str | Path | None = None, data_dir: str | Path | None = None,
+                   ratings: str | Path | None = None, progress: bool = True) -> dict:
+    """Re-score a result record's model on the record's own users and add the metrics it lacks (beyond accuracy),
+    without refitting: the model comes from ``run_dir`` (a `dualrec train` folder) or, for a fusion record, from
+    its config and chosen weights. The accuracy metrics must come out as recorded (the same model on the same users),
+    else nothing is written. The record gains ``refreshed`` (what re-scored it, when, which metrics were added)."""
+    record_path = Path(record_path)
+    text = record_path.read_text()
+    record = json.loads(text)
+    lines = text.splitlines()
+    indent = len(lines[1]) - len(lines[1].lstrip()) if len(lines) > 1 else None   # written back as it was
+    if "metrics" not in record or "config" not in record:
+        raise ValueError(f"{record_path}: not a result record (no metrics/config)")
+    cfg = ExperimentConfig.from_dict(record["config"])
+    if data_dir is not None:
+        cfg.data.data_dir = str(data_dir)
+    if ratings is not None:
+        cfg.data.ratings = str(ratings)
+    if run_dir is not None:
+        run_cfg, model = load_run(run_dir, data_dir, ratings)
+        if run_cfg.evaluation.protocol != cfg.evaluation.protocol:
+            raise ValueError(f"{run_dir} was trained under {run_cfg.evaluation.protocol!r}, the record {record_path} "
+                             f"is {cfg.evaluation.protocol!r}")
+    prepared = prepare(cfg)
+    if prepared.dataset.fingerprint() != record["data"]["fingerprint"]:
+        raise ValueError(f"{record_path}: recorded on data {record['data']['fingerprint']}, this data is "
+                         f"{prepared.dataset.fingerprint()}; point --data-dir/--ratings at the record's data")
+    if run_dir is None:
+        model = record_model(record, cfg, prepared)
+    result = run_evaluation(cfg, model, prepared, record.get("split", "test"), progress)
+    users = (record.get("per_user") or {}).get("users")
+    if users is not None and result.cases.users.tolist() != users:
+        raise ValueError(f"{record_path}: scored other users than the record's {len(users)}")
+    old = record["metrics"]
+    differ = {m: (old[m], result.metrics[m]) for m in old if m.startswith(ACCURACY_PREFIXES)
+              and m in result.metrics and abs(old[m] - result.metrics[m]) > 1e-9}
+    if differ:
+        shown = ", ".join(f"{m} {a:.4f} recorded, {b:.4f} now" for m, (a, b) in list(differ.items())[:3])
+        raise ValueError(f"{record_path}: {'run ' + str(run_dir) if run_dir else 'its config'} does not reproduce "
+                         f"the record ({shown}): other weights or data; nothing written")
+    added = sorted(m for m in result.metrics if not m.startswith(ACCURACY_PREFIXES) and m not in ("coverage",
+                                                                                                 "hallucination_rate"))
+    record["metrics"].update({m: result.metrics[m] for m in added})
+    if result.notes:
+        record["metric_notes"] = result.notes
+    record["refreshed"] = {"by": f"dualrec evaluate --record {record_path}" + (f" --run {run_dir}" if run_dir else ""),
+                           "date": time.strftime("%Y-%m-%d"), "added": added, "commit": git_commit()}
+    record_path.write_text(json.dumps(record, indent=indent or None, default=str))
+    model.close()
+    return record
+
+
+def git_commit() -> str | None:
+    """The source tree's commit (None outside a git checkout), so a record says which code wrote it."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None

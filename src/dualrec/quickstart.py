@@ -175,8 +175,9 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, dataset: Dataset | No
     records, ranks, results = [], {}, {}
     mp_exp = _experiment(cfg, {"name": "mostpop"})
     mostpop = build_model("mostpop", mp_exp.model_options()).fit(split.train, dataset.catalog)
+    stats = ex.item_stats(lstm_exp, prepared)   # training popularity and title embeddings: beyond accuracy
     for label, exp, model in (("MostPop", mp_exp, mostpop), ("Stage 1 (LSTM)", lstm_exp, lstm)):
-        res = evaluate(model, test, dataset.catalog, cfg.ks, 256, cfg.progress)
+        res = evaluate(model, test, dataset.catalog, cfg.ks, 256, cfg.progress, stats)
         rec, ranks[label] = _row(label, exp, model, prepared, res, sample)
         records.append(rec)
         results[label] = res
@@ -193,7 +194,7 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path, dataset: Dataset | No
     fusion = build_model("fusion", fusion_exp.model_options())
     fusion.fit(split.train, dataset.catalog, valid=valid)
     fusion.save(out / "fusion" / "model")
-    res = evaluate(fusion, test, dataset.catalog, cfg.ks, max(cfg.llm_batch, 8) * 4, cfg.progress)
+    res = evaluate(fusion, test, dataset.catalog, cfg.ks, max(cfg.llm_batch, 8) * 4, cfg.progress, stats)
     rec, ranks[fused_label] = _row(fused_label, fusion_exp, fusion, prepared, res, sample)
     rec["weights"] = fusion.selection.get("weights")
     rec["weights_chosen_on"] = fusion.selection.get("chosen_on")

@@ -29,7 +29,8 @@ from dualrec.evaluation.metrics import first_hit_ranks, ranking_metrics
 from dualrec.models import Recommender
 from dualrec.models.base import Hybrid
 
-COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@1", "NDCG@5", "NDCG@10", "genre_jaccard", "hallucination_rate")
+COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@1", "NDCG@5", "NDCG@10", "genre_jaccard", "hallucination_rate",
+           "catalog_coverage@10", "ild_genre@10", "ild_title@10", "novelty@10")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,16 @@ def per_user(ranks: np.ndarray, metric: str) -> np.ndarray:
     return np.where(within, 1.0 / np.log2(np.where(within, ranks, 0) + 2.0), 0.0)
 
 
+def bootstrap_interval(diff: np.ndarray, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+                       ) -> tuple[float, float]:
+    """Percentile interval of the mean of per-user differences ``diff`` over resampled users."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(n_resamples, len(diff)))
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(np.asarray(diff, np.float64)[idx].mean(axis=1), [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
 def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metrics: Sequence[str] = ("NDCG@10", "HR@10"),
                      n_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """Interval of ``metric(a) - metric(b)`` for each metric: ``{"delta_M": [lo, hi]}`` plus the observed
@@ -36,14 +46,9 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metrics: Sequence
     if ranks_a.shape != ranks_b.shape or ranks_a.ndim != 1 or not len(ranks_a):
         raise ValueError(f"paired bootstrap needs two equal-length rank vectors, got {ranks_a.shape} and "
                          f"{ranks_b.shape}")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(ranks_a), size=(n_resamples, len(ranks_a)))
-    tail = (1.0 - level) / 2.0 * 100.0
     out: dict = {"delta": {}, "n_users": int(len(ranks_a)), "n_resamples": n_resamples, "level": level}
     for m in metrics:
         d = per_user(ranks_a, m) - per_user(ranks_b, m)
-        means = d[idx].mean(axis=1)
-        lo, hi = np.percentile(means, [tail, 100.0 - tail])
-        out[f"delta_{m}"] = [float(lo), float(hi)]
+        out[f"delta_{m}"] = list(bootstrap_interval(d, n_resamples, level, seed))
         out["delta"][m] = float(d.mean())
     return out

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from dualrec.data.catalog import Catalog
+from dualrec.evaluation.beyond import DIVERSITY_KS, ItemStats
 from dualrec.evaluation.metrics import first_hit_ranks, genre_jaccard, ranking_metrics
 from dualrec.evaluation.protocols import EvalCases
 from dualrec.models.base import Recommendations, Recommender
@@ -24,9 +25,10 @@ class EvalResult:
     recommendations: Recommendations = field(repr=False)
     cases: EvalCases = field(repr=False)
     ranks: np.ndarray = field(repr=False)   # each case's 0-based first-hit rank within max(ks), or MISS
+    notes: dict[str, str] = field(default_factory=dict)   # metrics left out, and why
 
     def to_dict(self) -> dict:
-        return {"metrics": self.metrics, "counts": self.counts, "timings": self.timings}
+        return {"metrics": self.metrics, "counts": self.counts, "timings": self.timings, "metric_notes": self.notes}
 
 
 def recommend_in_batches(model: Recommender, histories: Sequence[np.ndarray], k: int, batch_size: int = 256,
@@ -41,26 +43,45 @@ def recommend_in_batches(model: Recommender, histories: Sequence[np.ndarray], k:
     return Recommendations.concat(parts)
 
 
-def evaluate(model: Recommender, cases: EvalCases, catalog: Catalog, ks: Sequence[int] = DEFAULT_KS,
-             batch_size: int = 256, progress: bool = True) -> EvalResult:
-    """Score ``model`` on ``cases``: every case counted, none sampled; lists shorter than k just miss."""
+def list_metrics(items: Sequence[np.ndarray], cases: EvalCases, catalog: Catalog, ks: Sequence[int] = DEFAULT_KS,
+                 stats: ItemStats | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """Every metric of ranked lists ``items`` (original ids, one list per case): accuracy (HR, NDCG, MRR), the top-1
+    genre Jaccard and, at k = 10 and 20 (those within ``max(ks)``), the beyond-accuracy metrics of
+    :mod:`dualrec.evaluation.beyond` (``stats`` defaults to the catalog's genres alone). Also the first-hit ranks."""
+    stats = stats or ItemStats.of(catalog)
     max_k = max(ks)
-    start = time.perf_counter()
-    recs = recommend_in_batches(model, cases.histories, max_k, batch_size, progress, desc=f"evaluate {model.name}")
-    seconds = time.perf_counter() - start
-    ranks = first_hit_ranks(recs.items, cases.targets, max_k)
+    ranks = first_hit_ranks(items, cases.targets, max_k)
     metrics = ranking_metrics(ranks, ks)
 
-    has_top1 = np.array([len(r) > 0 for r in recs.items])
-    top1 = np.array([r[0] if len(r) else catalog.ids[0] for r in recs.items], dtype=np.int64)
+    has_top1 = np.array([len(r) > 0 for r in items], dtype=bool)
+    top1 = np.array([r[0] if len(r) else catalog.ids[0] for r in items], dtype=np.int64)
     n_t = max((len(t) for t in cases.targets), default=1)
-    gm = catalog.genre_matrix()
+    gm = stats.genres
     tgt_rows = np.full((len(cases), n_t), -1, dtype=np.int64)
     for i, t in enumerate(cases.targets):
         known = t[catalog.has(t)]
         tgt_rows[i, : len(known)] = catalog.rows(known)
     tgt_genres = np.where((tgt_rows >= 0)[..., None], gm[np.maximum(tgt_rows, 0)], 0.0)
     metrics.update(genre_jaccard(gm[catalog.rows(top1)], tgt_genres, has_top1))
+
+    lengths = [min(len(r), max_k) for r in items]
+    flat = catalog.rows(np.concatenate([np.asarray(r, np.int64)[:max_k] for r in items])) if sum(lengths) else \
+        np.zeros(0, np.int64)
+    rows = np.split(flat, np.cumsum(lengths)[:-1]) if len(items) else []
+    metrics.update(stats.metrics(rows, [k for k in DIVERSITY_KS if k <= max_k]))
+    return metrics, ranks
+
+
+def evaluate(model: Recommender, cases: EvalCases, catalog: Catalog, ks: Sequence[int] = DEFAULT_KS,
+             batch_size: int = 256, progress: bool = True, stats: ItemStats | None = None) -> EvalResult:
+    """Score ``model`` on ``cases``: every case counted, none sampled; lists shorter than k just miss. ``stats``
+    (training popularity, title embeddings) enables novelty, the tail share and the title diversity."""
+    stats = stats or ItemStats.of(catalog)
+    max_k = max(ks)
+    start = time.perf_counter()
+    recs = recommend_in_batches(model, cases.histories, max_k, batch_size, progress, desc=f"evaluate {model.name}")
+    seconds = time.perf_counter() - start
+    metrics, ranks = list_metrics(recs.items, cases, catalog, ks, stats)
 
     n = len(cases)
     lengths = np.array([len(r) for r in recs.items])
@@ -81,4 +102,4 @@ def evaluate(model: Recommender, cases: EvalCases, catalog: Catalog, ks: Sequenc
             metrics["coverage"] = sum(answered) / max(n, 1)
     timings = {"total_s": seconds, "s_per_user": seconds / max(n, 1),
                **{f"stage_{k}_s_per_user": v / max(n, 1) for k, v in recs.timings.items()}}
-    return EvalResult(metrics, counts, timings, recs, cases, ranks)
+    return EvalResult(metrics, counts, timings, recs, cases, ranks, dict(stats.notes))

@@ -15,7 +15,8 @@ import numpy as np
 MISS = -1
 
 
-def _pad(rows: Sequence[np.ndarray], width: int, fill: int) -> np.ndarray:
+def pad_rows(rows: Sequence[np.ndarray], width: int, fill: int) -> np.ndarray:
+    """Ragged rows -> ``[len(rows), width]``, cut at ``width`` and filled with ``fill`` after a short row."""
     out = np.full((len(rows), width), fill, dtype=np.int64)
     for i, r in enumerate(rows):
         r = np.asarray(r, dtype=np.int64)[:width]
@@ -28,8 +29,8 @@ def first_hit_ranks(recommended: Sequence[np.ndarray], targets: Sequence[np.ndar
     if len(recommended) != len(targets):
         raise ValueError(f"{len(recommended)} ranked lists for {len(targets)} users")
     width_t = max((len(t) for t in targets), default=1) or 1
-    recs = _pad(recommended, max_k, fill=-1)
-    tgts = _pad(targets, width_t, fill=-2)
+    recs = pad_rows(recommended, max_k, fill=-1)
+    tgts = pad_rows(targets, width_t, fill=-2)
     hits = (recs[:, :, None] == tgts[:, None, :]).any(axis=2)
     return np.where(hits.any(axis=1), hits.argmax(axis=1), MISS)
 

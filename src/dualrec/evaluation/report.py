@@ -8,7 +8,9 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-METRIC_COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR@20", "genre_jaccard", "hallucination_rate")
+BEYOND_COLUMNS = ("catalog_coverage@10", "gini@10", "ild_genre@10", "ild_title@10", "novelty@10", "tail_share@10")
+METRIC_COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR@20", "genre_jaccard", "hallucination_rate",
+                  *BEYOND_COLUMNS)
 
 
 def markdown_table(records: Sequence[dict], columns: Sequence[str] = METRIC_COLUMNS) -> str:

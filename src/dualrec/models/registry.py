@@ -16,6 +16,7 @@ MODELS: dict[str, str] = {
     "dualrec": "dualrec.models.dualrec:DualRec",
     "duip": "dualrec.models.duip:DUIP",  # LSTM state as a soft prompt for a causal LM
     "fusion": "dualrec.models.fusion:FusionRanker",  # Stage-1 candidates re-scored by LLM signals, fused
+    "mmr": "dualrec.models.mmr:MMRReranker",  # any saved model's list re-ordered for diversity
     # the paper-table baselines
     "sknn": "dualrec.models.sknn:SKNN",
     "fpmc": "dualrec.models.fpmc:FPMC",

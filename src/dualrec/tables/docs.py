@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dualrec.tables import llm, stage1
+from dualrec.tables import llm, stage1, tradeoff
 
 Renderer = Callable[[Path], dict[str, str]]   # a records folder -> {protocol: Markdown}
 
@@ -29,6 +29,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("dualrec", "results/dualrec", llm.render),
     Section("ranker", "results", llm.render),
     Section("ranker-all-targets", "results/all-targets", llm.render),
+    Section("tradeoff", "results", tradeoff.render),
 )
 
 
