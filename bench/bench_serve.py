@@ -12,6 +12,12 @@ Markdown table for docs/benchmarks.md.
 Without ``--model`` a Stage-1 LSTM of the paper's size is fitted on 2,000 windows for one epoch (inference cost does
 not depend on how long it was trained). ``--dualrec`` (or ``--embedded-dualrec``: the LSTM + the packaged Gemma 3
 270M through llama.cpp) adds the DUALRec path, under ``--llm-budget``; its fallbacks are counted.
+
+Batching side by side (docs/service.md): ``--compare-batching SRC`` runs an earlier source tree's server (``SRC``,
+e.g. ``git archive COMMIT src | tar -x -C /tmp/base`` then ``/tmp/base/src``), this tree's with ``--max-batch 1``
+and this tree's adaptive batching in turn, on the same model, users and client levels:
+
+    python bench/bench_serve.py ... --model RUN --compare-batching /tmp/base/src --clients 1,64 --repeats 2
 """
 
 from __future__ import annotations
@@ -60,15 +66,20 @@ def embedded_dualrec(args, lstm_dir: Path, out: Path) -> Path:
     return model.save(out / "model")
 
 
-def start_server(args, model: Path, db: Path) -> tuple[subprocess.Popen, str]:
+def start_server(args, model: Path, db: Path, flags: list[str] | None = None,
+                 src: str | None = None) -> tuple[subprocess.Popen, str]:
+    """`dualrec serve` on a free port; ``flags`` replace the batching flags of ``args``; ``src`` runs another source
+    tree's code (e.g. an earlier commit's ``src/``) with the same command."""
     port = free_port()
+    batching = flags if flags is not None else ["--max-batch", str(args.max_batch), "--batch-wait-ms",
+                                                str(args.batch_wait_ms)]
     cmd = [sys.executable, "-m", "dualrec.cli", "serve", "--model", str(model), "--db", str(db), "--port", str(port),
-           "--rate", "0", "--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms),
-           "--llm-budget", str(args.llm_budget), "--llm-max-batch", str(args.llm_max_batch),
+           "--rate", "0", *batching, "--llm-budget", str(args.llm_budget), "--llm-max-batch", str(args.llm_max_batch),
            "--torch-threads", str(args.torch_threads)]
     if args.dualrec:
         cmd += ["--dualrec", args.dualrec]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(db.with_suffix(".log"), "w"))
+    env = {**os.environ, **({"PYTHONPATH": src} if src else {})}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(db.with_suffix(".log"), "w"), env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -81,6 +92,59 @@ def start_server(args, model: Path, db: Path) -> tuple[subprocess.Popen, str]:
             break
     proc.kill()
     sys.exit(f"server did not start; see {db.with_suffix('.log')}")
+
+
+def seed_users(url: str, seqs, n_users: int) -> list[str]:
+    """30 real watch events for each of ``n_users`` stored users."""
+    users = [f"user{u}" for u in range(n_users)]
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for i, user in enumerate(users):
+            events = [{"item": int(x), "timestamp": t} for t, x in enumerate(seqs[i][-30:])]
+            c.post(f"/users/{user}/events", json={"events": events}).raise_for_status()
+    return users
+
+
+def recommendations_of(users: list[str], first: int, model_name: str = "lstm"):
+    """A request function for closed_loop: request n asks for user ``first + n`` (no answer is a repeat)."""
+    async def get(client, n):
+        return await client.get(f"/users/{users[(first + n) % len(users)]}/recommendations",
+                                params={"k": 10, "model": model_name})
+    return get
+
+
+def compare_batching(args, model: Path, seqs, work: Path) -> None:
+    """Three servers in turn, on the same model, users and client levels: an earlier source tree's batching
+    (``--compare-batching SRC``, run with its defaults: wait 5 ms, batch <= 32), this tree with ``--max-batch 1``,
+    and this tree's adaptive batching (batch <= 32, no wait)."""
+    variants = [("earlier: fixed 5 ms wait, batch <= 32", ["--max-batch", "32", "--batch-wait-ms", "5"],
+                 args.compare_batching),
+                ("--max-batch 1", ["--max-batch", "1"], None),
+                ("adaptive, batch <= 32", ["--max-batch", "32"], None)]
+    levels = [int(x) for x in args.clients.split(",")]
+    rows = []
+    for repeat in range(args.repeats):
+        for name, flags, src in variants:
+            proc, url = start_server(args, model, work / f"cmp-{repeat}-{len(rows)}.db", flags, src)
+            try:
+                users = seed_users(url, seqs, args.users)
+                asyncio.run(closed_loop(url, 2, 8, 60, recommendations_of(users, 0)))  # warm-up
+                for c in levels:
+                    row = asyncio.run(closed_loop(url, c, args.requests, args.seconds, recommendations_of(users, 8)))
+                    rows.append({"variant": name, "repeat": repeat, **row})
+                    print(json.dumps(rows[-1]), flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}; load average "
+          f"at the end {os.getloadavg()[0]:.1f}; GET /users/{{id}}/recommendations (LSTM), closed loop, {args.users} "
+          f"stored users; each level <= {args.requests} requests or {args.seconds:g} s\n")
+    print("| batching | repeat | clients | requests (2xx) | throughput req/s | p50 ms | p95 ms | p99 ms | mean batch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['repeat'] + 1} | {r['clients']} | {r['requests']} ({r['ok']}) | {r['rps']:.1f} | "
+              f"{r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 async def closed_loop(url: str, clients: int, max_requests: int, seconds: float, request) -> dict:
@@ -142,11 +206,15 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0, help="most seconds per level")
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--batch-wait-ms", type=float, default=5.0)
+    p.add_argument("--batch-wait-ms", type=float, default=0.0)
     p.add_argument("--llm-budget", type=float, default=10.0)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--wrk", action="store_true", help="also drive the LSTM path with wrk (Debian package `wrk`), "
                                                        "for time-bounded levels without the Python client's cost")
+    p.add_argument("--compare-batching", metavar="SRC",
+                   help="instead of the paths: an earlier source tree's batching (its src/ folder) against "
+                        "--max-batch 1 and adaptive batching, side by side (see compare_batching)")
+    p.add_argument("--repeats", type=int, default=1, help="--compare-batching: rounds of the three servers")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
 
@@ -158,32 +226,23 @@ def main() -> None:
         args.dualrec = str(embedded_dualrec(args, model, work / "dualrec"))
     print(f"models: --model {model}" + (f" --dualrec {args.dualrec}" if args.dualrec else ""), flush=True)
     seqs = read_ml1m(Path(args.data_dir) / "ml-1m", ratings=args.ratings).top_items(1000).sequences()
+    if args.compare_batching:
+        return compare_batching(args, model, seqs, work)
     proc, url = start_server(args, model, work / "events.db")
     rows = []
     try:
-        users = [f"user{u}" for u in range(args.users)]
-        with httpx.Client(base_url=url, timeout=60) as c:  # seed: 30 real watch events per user
-            for i, user in enumerate(users):
-                hist = seqs[i][-30:]
-                r = c.post(f"/users/{user}/events", json={"events": [{"item": int(x), "timestamp": t}
-                                                                     for t, x in enumerate(hist)]})
-                r.raise_for_status()
+        users = seed_users(url, seqs, args.users)
         levels = [int(x) for x in args.clients.split(",")]
         paths = [("lstm", args.requests, args.seconds)]
         if args.dualrec:
             paths.append(("dualrec", args.dualrec_requests, args.dualrec_seconds))
         offset = 0  # each level asks for users the previous levels did not: no answer is a repeat
         for model_name, budget, seconds in paths:
-            def get_from(first: int, model_name=model_name):
-                async def get(client, n):
-                    return await client.get(f"/users/{users[(first + n) % len(users)]}/recommendations",
-                                            params={"k": 10, "model": model_name})
-                return get
-
-            asyncio.run(closed_loop(url, 2, 4, 120, get_from(offset)))  # warm-up (loads the LLM on first use)
+            # warm-up (loads the LLM on first use)
+            asyncio.run(closed_loop(url, 2, 4, 120, recommendations_of(users, offset, model_name)))
             offset += 4
             for c in levels:
-                row = asyncio.run(closed_loop(url, c, budget, seconds, get_from(offset)))
+                row = asyncio.run(closed_loop(url, c, budget, seconds, recommendations_of(users, offset, model_name)))
                 offset += row["requests"]
                 rows.append({"path": f"GET recommendations ({model_name})", **row})
                 print(json.dumps(rows[-1]), flush=True)
