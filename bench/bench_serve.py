@@ -112,7 +112,7 @@ def recommendations_of(users: list[str], first: int, model_name: str = "lstm"):
     return get
 
 
-def compare_batching(args, model: Path, seqs, work: Path) -> None:
+def compare_batching(args, model: Path, seqs, fingerprint: str, work: Path) -> None:
     """Three servers in turn, on the same model, users and client levels: an earlier source tree's batching
     (``--compare-batching SRC``, run with its defaults: wait 5 ms, batch <= 32), this tree with ``--max-batch 1``,
     and this tree's adaptive batching (batch <= 32, no wait)."""
@@ -121,7 +121,7 @@ def compare_batching(args, model: Path, seqs, work: Path) -> None:
                 ("--max-batch 1", ["--max-batch", "1"], None),
                 ("adaptive, batch <= 32", ["--max-batch", "32"], None)]
     levels = [int(x) for x in args.clients.split(",")]
-    rows = []
+    rows, load_before = [], os.getloadavg()
     for repeat in range(args.repeats):
         for name, flags, src in variants:
             proc, url = start_server(args, model, work / f"cmp-{repeat}-{len(rows)}.db", flags, src)
@@ -135,16 +135,48 @@ def compare_batching(args, model: Path, seqs, work: Path) -> None:
             finally:
                 proc.terminate()
                 proc.wait(30)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}; load average "
-          f"at the end {os.getloadavg()[0]:.1f}; GET /users/{{id}}/recommendations (LSTM), closed loop, {args.users} "
-          f"stored users; each level <= {args.requests} requests or {args.seconds:g} s\n")
-    print("| batching | repeat | clients | requests (2xx) | throughput req/s | p50 ms | p95 ms | p99 ms | mean batch |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['variant']} | {r['repeat'] + 1} | {r['clients']} | {r['requests']} ({r['ok']}) | {r['rps']:.1f} | "
-              f"{r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} |")
+    record = {"what": "GET /users/{id}/recommendations (LSTM), closed-loop clients, three batching variants in turn",
+              "command": " ".join(sys.argv), "commit": _git_commit(), "baseline_src": args.compare_batching,
+              "baseline_commit": args.baseline_commit, "model": str(model), "data_fingerprint": fingerprint,
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}",
+              "date": time.strftime("%Y-%m-%d"), "load_average_before": load_before[0],
+              "load_average_after": os.getloadavg()[0], "users": args.users, "max_requests": args.requests,
+              "max_seconds": args.seconds, "rows": rows}
+    print(render_batching(record))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def render_batching(record: dict) -> str:
+    """The Markdown table of a --compare-batching record (what docs/service.md shows)."""
+    lines = [f"Record `{record.get('path', 'results/serve/batching.json')}`: {record['what']}; commit "
+             f"{record['commit'][:10]} against {record['baseline_commit'] or record['baseline_src']}; "
+             f"{record['machine']}; load average {record['load_average_before']:.1f} before, "
+             f"{record['load_average_after']:.1f} after (a shared machine); each level at most "
+             f"{record['max_requests']} requests or {record['max_seconds']:g} s; {record['users']} stored users.",
+             f"Command: `{record['command']}`", "",
+             "| batching | round | clients | requests (2xx) | req/s | p50 ms | p95 ms | p99 ms | mean batch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['variant']} | {r['repeat'] + 1} | {r['clients']} | {r['requests']} ({r['ok']}) | {r['rps']:.1f} | "
+              f"{r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} |" for r in record["rows"]]
+    return "\n".join(lines)
+
+
+def render_into(record_path: str, doc: str) -> None:
+    """Replace the text between ``<!-- batching: begin -->`` and ``<!-- batching: end -->`` in ``doc``."""
+    record = {**json.loads(Path(record_path).read_text()), "path": record_path}
+    text = Path(doc).read_text()
+    begin, end = "<!-- batching: begin -->", "<!-- batching: end -->"
+    head, rest = text.split(begin, 1)
+    Path(doc).write_text(head + begin + "\n" + render_batching(record) + "\n" + end + rest.split(end, 1)[1])
+
+
+def _git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=Path(__file__).parent).stdout.strip()
+    return done.stdout.strip() + ("-dirty" if dirty else "")
 
 
 async def closed_loop(url: str, clients: int, max_requests: int, seconds: float, request) -> dict:
@@ -192,8 +224,8 @@ def wrk_level(url: str, clients: int, seconds: float, users: int, model: str) ->
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ratings", required=True)
-    p.add_argument("--data-dir", required=True)
+    p.add_argument("--ratings")
+    p.add_argument("--data-dir")
     p.add_argument("--model", help="LSTM run folder (else a quick one is fitted)")
     p.add_argument("--dualrec", help="DUALRec run folder: adds the DUALRec path")
     p.add_argument("--embedded-dualrec", action="store_true",
@@ -214,9 +246,17 @@ def main() -> None:
     p.add_argument("--compare-batching", metavar="SRC",
                    help="instead of the paths: an earlier source tree's batching (its src/ folder) against "
                         "--max-batch 1 and adaptive batching, side by side (see compare_batching)")
+    p.add_argument("--baseline-commit", help="--compare-batching: the commit SRC was taken from (for the record)")
     p.add_argument("--repeats", type=int, default=1, help="--compare-batching: rounds of the three servers")
+    p.add_argument("--render", nargs=2, metavar=("RECORD", "DOC"),
+                   help="write a --compare-batching record's table into DOC (between its batching markers), "
+                        "run nothing else")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
+    if args.render:
+        return render_into(*args.render)
+    if not (args.ratings and args.data_dir):
+        p.error("--ratings and --data-dir are required")
 
     from dualrec.data import read_ml1m
 
@@ -225,9 +265,10 @@ def main() -> None:
     if args.embedded_dualrec:
         args.dualrec = str(embedded_dualrec(args, model, work / "dualrec"))
     print(f"models: --model {model}" + (f" --dualrec {args.dualrec}" if args.dualrec else ""), flush=True)
-    seqs = read_ml1m(Path(args.data_dir) / "ml-1m", ratings=args.ratings).top_items(1000).sequences()
+    dataset = read_ml1m(Path(args.data_dir) / "ml-1m", ratings=args.ratings).top_items(1000)
+    seqs = dataset.sequences()
     if args.compare_batching:
-        return compare_batching(args, model, seqs, work)
+        return compare_batching(args, model, seqs, dataset.fingerprint(), work)
     proc, url = start_server(args, model, work / "events.db")
     rows = []
     try:
