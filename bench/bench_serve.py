@@ -181,7 +181,7 @@ def _git_commit() -> str:
 
 async def closed_loop(url: str, clients: int, max_requests: int, seconds: float, request) -> dict:
     """``clients`` concurrent loops sharing a budget of ``max_requests`` and ``seconds``."""
-    latencies, statuses, bodies = [], [], []
+    latencies, statuses, bodies, transport_errors = [], [], [], []
     issued = 0
     stop_at = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -192,7 +192,13 @@ async def closed_loop(url: str, clients: int, max_requests: int, seconds: float,
                 n = issued
                 issued += 1
                 t = time.perf_counter()
-                r = await request(client, n)
+                try:
+                    r = await request(client, n)
+                except httpx.TransportError as exc:  # counted (status 0), not fatal: the figures say it happened
+                    latencies.append(time.perf_counter() - t)
+                    statuses.append(0)
+                    transport_errors.append(type(exc).__name__)
+                    continue
                 latencies.append(time.perf_counter() - t)
                 statuses.append(r.status_code)
                 bodies.append(r.json() if r.headers.get("content-type", "").startswith("application/json") else {})
@@ -206,7 +212,7 @@ async def closed_loop(url: str, clients: int, max_requests: int, seconds: float,
             "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
             "p99": float(np.percentile(lat, 99)),
             "mean_batch": float(np.mean([b.get("batch_size", 1) for b in bodies if "batch_size" in b] or [0])),
-            "fallbacks": sum(bool(b.get("fallback")) for b in bodies)}
+            "fallbacks": sum(bool(b.get("fallback")) for b in bodies), "transport_errors": len(transport_errors)}
 
 
 def wrk_level(url: str, clients: int, seconds: float, users: int, model: str) -> dict:
