@@ -129,7 +129,8 @@ def compare_batching(args, model: Path, seqs, fingerprint: str, work: Path) -> N
                 users = seed_users(url, seqs, args.users)
                 asyncio.run(closed_loop(url, 2, 8, 60, recommendations_of(users, 0)))  # warm-up
                 for c in levels:
-                    row = asyncio.run(closed_loop(url, c, args.requests, args.seconds, recommendations_of(users, 8)))
+                    row = (wrk_level(url, c, args.seconds, len(users), "lstm") if args.wrk else
+                           asyncio.run(closed_loop(url, c, args.requests, args.seconds, recommendations_of(users, 8))))
                     rows.append({"variant": name, "repeat": repeat, **row})
                     print(json.dumps(rows[-1]), flush=True)
             finally:
@@ -141,7 +142,8 @@ def compare_batching(args, model: Path, seqs, fingerprint: str, work: Path) -> N
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}",
               "date": time.strftime("%Y-%m-%d"), "load_average_before": load_before[0],
               "load_average_after": os.getloadavg()[0], "users": args.users, "max_requests": args.requests,
-              "max_seconds": args.seconds, "rows": rows}
+              "max_seconds": args.seconds, "client": "wrk (C, one thread)" if args.wrk else "httpx (Python, asyncio)",
+              "rows": rows}
     print(render_batching(record))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -153,13 +155,27 @@ def render_batching(record: dict) -> str:
     lines = [f"Record `{record.get('path', 'results/serve/batching.json')}`: {record['what']}; commit "
              f"{record['commit'][:10]} against {record['baseline_commit'] or record['baseline_src']}; "
              f"{record['machine']}; load average {record['load_average_before']:.1f} before, "
-             f"{record['load_average_after']:.1f} after (a shared machine); each level at most "
-             f"{record['max_requests']} requests or {record['max_seconds']:g} s; {record['users']} stored users.",
+             f"{record['load_average_after']:.1f} after (a shared machine); client {record.get('client', 'httpx')}; "
+             + (f"each level {record['max_seconds']:g} s" if "wrk" in record.get("client", "") else
+                f"each level at most {record['max_requests']} requests or {record['max_seconds']:g} s")
+             + f"; {record['users']} stored users.",
              f"Command: `{record['command']}`", "",
              "| batching | round | clients | requests (2xx) | req/s | p50 ms | p95 ms | p99 ms | mean batch |",
              "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['repeat'] + 1} | {r['clients']} | {r['requests']} ({r['ok']}) | {r['rps']:.1f} | "
-              f"{r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} |" for r in record["rows"]]
+              f"{r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} |".replace("nan", "-")
+              for r in record["rows"]]
+    lines += ["", "Median over the rounds:", "",
+              "| batching | clients | req/s | p50 ms | p99 ms | req/s against --max-batch 1 |", "|---|---|---|---|---|---|"]
+    medians = {}
+    for r in record["rows"]:
+        medians.setdefault((r["variant"], r["clients"]), []).append(r)
+    for (variant, clients), rows in medians.items():
+        rps = float(np.median([r["rps"] for r in rows]))
+        unbatched = float(np.median([r["rps"] for r in record["rows"]
+                                     if r["variant"] == "--max-batch 1" and r["clients"] == clients]))
+        lines.append(f"| {variant} | {clients} | {rps:.1f} | {np.median([r['p50'] for r in rows]):.1f} | "
+                     f"{np.median([r['p99'] for r in rows]):.1f} | {rps / unbatched:.2f}x |")
     return "\n".join(lines)
 
 
@@ -248,7 +264,8 @@ def main() -> None:
     p.add_argument("--llm-budget", type=float, default=10.0)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--wrk", action="store_true", help="also drive the LSTM path with wrk (Debian package `wrk`), "
-                                                       "for time-bounded levels without the Python client's cost")
+                                                       "for time-bounded levels without the Python client's cost; "
+                                                       "with --compare-batching, wrk drives every level")
     p.add_argument("--compare-batching", metavar="SRC",
                    help="instead of the paths: an earlier source tree's batching (its src/ folder) against "
                         "--max-batch 1 and adaptive batching, side by side (see compare_batching)")
