@@ -129,8 +129,11 @@ def compare_batching(args, model: Path, seqs, fingerprint: str, work: Path) -> N
                 users = seed_users(url, seqs, args.users)
                 asyncio.run(closed_loop(url, 2, 8, 60, recommendations_of(users, 0)))  # warm-up
                 for c in levels:
+                    calls_before = model_calls(url)
                     row = (wrk_level(url, c, args.seconds, len(users), "lstm") if args.wrk else
                            asyncio.run(closed_loop(url, c, args.requests, args.seconds, recommendations_of(users, 8))))
+                    count, total = (a - b for a, b in zip(model_calls(url), calls_before))
+                    row["mean_batch"] = total / count if count else 0.0  # from the server's own counters
                     rows.append({"variant": name, "repeat": repeat, **row})
                     print(json.dumps(rows[-1]), flush=True)
             finally:
@@ -150,6 +153,13 @@ def compare_batching(args, model: Path, seqs, fingerprint: str, work: Path) -> N
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
 
 
+def model_calls(url: str, model: str = "lstm") -> tuple[float, float]:
+    """The server's count of model calls and of requests they answered (its batch-size histogram)."""
+    text = httpx.get(url + "/metrics", timeout=60).text
+    return (_metric_sum(text, 'dualrec_model_batch_size_count{model="%s"}' % model),
+            _metric_sum(text, 'dualrec_model_batch_size_sum{model="%s"}' % model))
+
+
 def render_batching(record: dict) -> str:
     """The Markdown table of a --compare-batching record (what docs/service.md shows)."""
     lines = [f"Record `{record.get('path', 'results/serve/batching.json')}`: {record['what']}; commit "
@@ -163,8 +173,7 @@ def render_batching(record: dict) -> str:
              "| batching | round | clients | requests (2xx) | req/s | p50 ms | p95 ms | p99 ms | mean batch |",
              "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['repeat'] + 1} | {r['clients']} | {r['requests']} ({r['ok']}) | {r['rps']:.1f} | "
-              f"{r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} |".replace("nan", "-")
-              for r in record["rows"]]
+              f"{r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} |" for r in record["rows"]]
     lines += ["", "Median over the rounds:", "",
               "| batching | clients | req/s | p50 ms | p99 ms | req/s against --max-batch 1 |", "|---|---|---|---|---|---|"]
     medians = {}
@@ -241,7 +250,7 @@ def wrk_level(url: str, clients: int, seconds: float, users: int, model: str) ->
     wall = r["duration_us"] / 1e6
     return {"clients": clients, "requests": r["requests"], "ok": r["requests"] - r["non2xx"] - r["errors"],
             "wall_s": wall, "rps": r["requests"] / wall, "p50": r["p50_us"] / 1000, "p95": r["p95_us"] / 1000,
-            "p99": r["p99_us"] / 1000, "mean_batch": float("nan"), "fallbacks": 0}
+            "p99": r["p99_us"] / 1000, "mean_batch": None, "fallbacks": 0}
 
 
 def main() -> None:
@@ -344,8 +353,9 @@ def main() -> None:
     print("| path | clients | requests (2xx) | throughput req/s | p50 ms | p95 ms | p99 ms | mean batch | fallbacks |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        batch = "-" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"  # wrk rows: no answer bodies read
         print(f"| {r['path']} | {r['clients']} | {r['requests']} ({r['ok']}) | {r['rps']:.1f} | {r['p50']:.1f} | "
-              f"{r['p95']:.1f} | {r['p99']:.1f} | {r['mean_batch']:.1f} | {r['fallbacks']} |".replace("nan", "-"))
+              f"{r['p95']:.1f} | {r['p99']:.1f} | {batch} | {r['fallbacks']} |")
     fallbacks = [line for line in metrics.splitlines() if line.startswith("dualrec_llm_fallbacks_total")]
     print("\nserver fallbacks: " + (", ".join(fallbacks) or "none"))
     if args.json:
