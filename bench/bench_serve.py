@@ -15,9 +15,10 @@ not depend on how long it was trained). ``--dualrec`` (or ``--embedded-dualrec``
 
 Batching side by side (docs/service.md): ``--compare-batching SRC`` runs an earlier source tree's server (``SRC``,
 e.g. ``git archive COMMIT src | tar -x -C /tmp/base`` then ``/tmp/base/src``), this tree's with ``--max-batch 1``
-and this tree's adaptive batching in turn, on the same model, users and client levels:
+and this tree's adaptive batching (without and with its wait under load) in turn, on the same model, users and
+client levels:
 
-    python bench/bench_serve.py ... --model RUN --compare-batching /tmp/base/src --clients 1,64 --repeats 2
+    python bench/bench_serve.py ... --model RUN --compare-batching /tmp/base/src --clients 1,64 --repeats 4 --wrk
 """
 
 from __future__ import annotations
@@ -113,17 +114,20 @@ def recommendations_of(users: list[str], first: int, model_name: str = "lstm"):
 
 
 def compare_batching(args, model: Path, seqs, fingerprint: str, work: Path) -> None:
-    """Three servers in turn, on the same model, users and client levels: an earlier source tree's batching
-    (``--compare-batching SRC``, run with its defaults: wait 5 ms, batch <= 32), this tree with ``--max-batch 1``,
-    and this tree's adaptive batching (batch <= 32, no wait)."""
+    """Four servers in turn, on the same model, users and client levels: an earlier source tree's batching
+    (``--compare-batching SRC``, run with its defaults: the first request of every batch waits 5 ms, batch <= 32),
+    this tree with ``--max-batch 1``, and this tree's adaptive batching (a lone request never waits) without and
+    with its wait under load (a batch that already has company waits up to 5 ms for more)."""
     variants = [("earlier: fixed 5 ms wait, batch <= 32", ["--max-batch", "32", "--batch-wait-ms", "5"],
                  args.compare_batching),
                 ("--max-batch 1", ["--max-batch", "1"], None),
-                ("adaptive, batch <= 32", ["--max-batch", "32"], None)]
+                ("adaptive, no wait", ["--max-batch", "32", "--batch-wait-ms", "0"], None),
+                ("adaptive, 5 ms wait under load (default)", ["--max-batch", "32", "--batch-wait-ms", "5"], None)]
     levels = [int(x) for x in args.clients.split(",")]
     rows, load_before = [], os.getloadavg()
     for repeat in range(args.repeats):
-        for name, flags, src in variants:
+        turn = repeat % len(variants)  # each round starts with another variant: no variant always runs first
+        for name, flags, src in variants[turn:] + variants[:turn]:
             proc, url = start_server(args, model, work / f"cmp-{repeat}-{len(rows)}.db", flags, src)
             try:
                 users = seed_users(url, seqs, args.users)
@@ -139,7 +143,7 @@ def compare_batching(args, model: Path, seqs, fingerprint: str, work: Path) -> N
             finally:
                 proc.terminate()
                 proc.wait(30)
-    record = {"what": "GET /users/{id}/recommendations (LSTM), closed-loop clients, three batching variants in turn",
+    record = {"what": "GET /users/{id}/recommendations (LSTM), closed-loop clients, four batching variants in turn",
               "command": " ".join(sys.argv), "commit": _git_commit(), "baseline_src": args.compare_batching,
               "baseline_commit": args.baseline_commit, "model": str(model), "data_fingerprint": fingerprint,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}",
@@ -269,7 +273,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0, help="most seconds per level")
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--batch-wait-ms", type=float, default=0.0)
+    p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--llm-budget", type=float, default=10.0)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--wrk", action="store_true", help="also drive the LSTM path with wrk (Debian package `wrk`), "
@@ -279,7 +283,7 @@ def main() -> None:
                    help="instead of the paths: an earlier source tree's batching (its src/ folder) against "
                         "--max-batch 1 and adaptive batching, side by side (see compare_batching)")
     p.add_argument("--baseline-commit", help="--compare-batching: the commit SRC was taken from (for the record)")
-    p.add_argument("--repeats", type=int, default=1, help="--compare-batching: rounds of the three servers")
+    p.add_argument("--repeats", type=int, default=1, help="--compare-batching: rounds of the four servers")
     p.add_argument("--render", nargs=2, metavar=("RECORD", "DOC"),
                    help="write a --compare-batching record's table into DOC (between its batching markers), "
                         "run nothing else")

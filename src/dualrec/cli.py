@@ -313,7 +313,7 @@ def serve(model: Optional[Path] = typer.Option(None, "--model", help="Run folder
           max_batch: int = typer.Option(32, help="Most requests one model call answers."),
           llm_max_batch: int = typer.Option(1, help="Most requests one DUALRec call answers (raise it for an LLM "
                                                     "backend that batches generation)."),
-          batch_wait_ms: float = typer.Option(0.0, help="Under load only: how long a batch that already has company "
+          batch_wait_ms: float = typer.Option(5.0, help="Under load only: how long a batch that already has company "
                                                         "waits for more (a lone request never waits)."),
           torch_threads: int = typer.Option(1, help="torch intra-op threads per server process (0: torch's "
                                                     "default)."),

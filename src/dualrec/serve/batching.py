@@ -5,8 +5,9 @@ waiting request together with every request already waiting behind it (up to ``m
 ``recommend(histories, max k)`` in the model's own single thread (so the event loop keeps accepting requests, and
 two calls never share one model at once). A request that finds the queue empty is therefore answered at once: no
 batching delay for a lone client. Under load, requests arrive while a call runs and form the next batch, so the
-batch grows with load by itself. ``max_wait_s`` (0 by default) lets a batch that already has company wait that long
-for more; a batch of one never waits. A caller that gave up (its future was cancelled, e.g. by a time budget) is
+batch grows with load by itself. ``max_wait_s`` lets a batch that already has company wait that long for more (the
+server's default is 5 ms: under load, the event loop then answers and parses requests while the model thread is
+idle, instead of both contending for the CPU); a batch of one never waits. A caller that gave up (its future was cancelled, e.g. by a time budget) is
 dropped from the batch before the call, so a slow model does not pile up work nobody waits for.
 
 A caller may also give a ``deadline``. The batcher keeps a running estimate of how long one call takes (an

@@ -22,7 +22,7 @@ class ServeSettings:
     llm_budget_s: float = 5.0           # per-request time budget of the hybrid before falling back
     max_batch: int = 32                 # most requests one model call answers
     llm_max_batch: int = 1              # ... for DUALRec (llama.cpp generates one prompt at a time anyway)
-    batch_wait_ms: float = 0.0          # under load only: how long a batch that has company waits for more
+    batch_wait_ms: float = 5.0          # under load only: how long a batch that has company waits for more
     torch_threads: int = 1              # intra-op threads of a server process (0: torch's default); see set_threads
     api_key_file: str | None = None     # lines `KEY SCOPE[,SCOPE...]`; see serve/auth.py
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS  # Host header values answered ("*": any)
