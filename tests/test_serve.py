@@ -6,13 +6,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -20,152 +14,14 @@ import httpx
 import numpy as np
 import pytest
 
-from dualrec.serve.app import ServeSettings, create_app, load_recommender
+from fastapi.testclient import TestClient
+from serving import (NO_RATE, TEST_HOSTS, cli_server, db_url, free_port, lstm, make_app,  # noqa: F401 - fixtures
+                     metric, model_dir, postgres_url, run_dir, user_histories, uvicorn_server)
+
+from dualrec.serve.app import create_app
+from dualrec.serve.deployment import load_recommender
 from dualrec.serve.limits import Limits
-
-fastapi_testclient = pytest.importorskip("fastapi.testclient")
-TestClient = fastapi_testclient.TestClient
-
-NO_RATE = Limits(rate_per_s=0)
-
-
-# ---- fixtures: a real trained model, databases, servers -------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def run_dir(ml1m_small, tmp_path_factory):
-    """A run folder as `dualrec train lstm -c configs/lstm.yaml` writes it, with a small real LSTM (300 windows,
-    1 epoch: seconds) on the strict protocol's training split."""
-    from dualrec import experiment as ex
-    from dualrec.config import ExperimentConfig
-
-    cfg = ExperimentConfig.load(Path(__file__).resolve().parents[1] / "configs" / "lstm.yaml",
-                                ["model.epochs=1", "model.max_windows=300", "model.progress=false", "seed=7"])
-    run = tmp_path_factory.mktemp("runs") / "lstm-strict"
-    ex.fit(cfg, ex.prepare(cfg, dataset=ml1m_small), run)
-    return run
-
-
-@pytest.fixture(scope="session")
-def model_dir(run_dir):
-    """The saved model inside the run folder (what DUALRec's ``stage1`` points at)."""
-    return run_dir / "model"
-
-
-@pytest.fixture(scope="session")
-def lstm(run_dir):
-    return load_recommender(run_dir)  # through experiment.load_run, as `dualrec serve --model RUN` does
-
-
-@pytest.fixture(scope="session")
-def user_histories(ml1m_small):
-    seqs = ml1m_small.sequences()
-    return [seqs[i][:40] for i in range(40)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A throwaway PostgreSQL cluster on 127.0.0.1 (a free port), stopped after the session; skipped if absent."""
-    pytest.importorskip("psycopg", reason="psycopg (the serve extra) not installed")
-    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
-    if initdb is None:
-        pytest.skip("PostgreSQL not installed (no initdb/pg_ctl; Debian package `postgresql`)")
-    pg_ctl = str(Path(initdb).resolve().parent / "pg_ctl")
-    base = Path(tempfile.mkdtemp(prefix="dualrec-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as the postgres user
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(base, "postgres")
-    data, port = base / "data", _free_port()
-    subprocess.run(as_user + [str(initdb), "-D", str(data), "--auth=trust", "-U", "postgres", "--no-sync"],
-                   check=True, capture_output=True)
-    subprocess.run(as_user + [pg_ctl, "-D", str(data), "-l", str(base / "log"), "-w", "start", "-o",
-                              f"-p {port} -c listen_addresses=127.0.0.1 -k {base}"], check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A fresh database: a new SQLite file, or a new database in the throwaway PostgreSQL cluster."""
-    if request.param == "sqlite":
-        return str(tmp_path / "events.db")
-    import psycopg
-
-    server = request.getfixturevalue("postgres_url")
-    name = f"t_{os.getpid()}_{time.monotonic_ns()}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return server.rsplit("/", 1)[0] + "/" + name
-
-
-def make_app(lstm, db, **kw):
-    recommenders = {"lstm": lstm, **kw.pop("recommenders", {})}
-    return create_app(ServeSettings(model="unused", db=str(db), **kw), recommenders=recommenders)
-
-
-@contextlib.contextmanager
-def uvicorn_server(app):
-    """The app on a real socket: uvicorn in a thread on 127.0.0.1, a free port."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-@contextlib.contextmanager
-def cli_server(model_dir: Path, db: Path, *extra: str):
-    """`dualrec serve` in its own process (the real command), stopped with SIGKILL or SIGINT by the test."""
-    port = _free_port()
-    log = Path(tempfile.mkstemp(prefix="dualrec-serve-", suffix=".log")[1])
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "dualrec.cli", "serve", "--model", str(model_dir), "--db",
-                                 str(db), "--port", str(port), *extra], stdout=out, stderr=subprocess.STDOUT)
-    proc.log_path = log  # the server's output, for failure messages
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("dualrec serve did not start:\n" + log.read_text(errors="replace"))
-        time.sleep(0.2)
-    try:
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        log.unlink(missing_ok=True)
-
-
-def _metric(text: str, line_prefix: str) -> float:
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_prefix)]
-    return sum(values)
+from dualrec.serve.settings import ServeSettings
 
 
 # ---- durability, idempotency, concurrency (SQLite and PostgreSQL) ---------------------------------------------
@@ -213,7 +69,7 @@ def test_idempotent_retries_do_not_duplicate(lstm, db_url):
         assert client.post("/users/carol/events", json=body, headers={"Idempotency-Key": "k-1"}).status_code == 201
         assert client.app.state.store.count_events("bob") == 2
         metrics = client.get("/metrics").text
-        assert _metric(metrics, "dualrec_events_stored_total") == 4
+        assert metric(metrics, "dualrec_events_stored_total") == 4
 
 
 def test_concurrent_writers_lose_nothing(lstm, db_url):
@@ -375,8 +231,8 @@ def test_concurrent_requests_are_micro_batched_with_the_same_answers(lstm, user_
             answers = list(pool.map(ask, user_histories[:16]))
         metrics = httpx.get(f"{url}/metrics").text
     assert max(a["batch_size"] for a in answers) > 1
-    calls = _metric(metrics, 'dualrec_model_batch_size_count{model="lstm"}')
-    assert calls < 16 and _metric(metrics, 'dualrec_model_batch_size_sum{model="lstm"}') == 16
+    calls = metric(metrics, 'dualrec_model_batch_size_count{model="lstm"}')
+    assert calls < 16 and metric(metrics, 'dualrec_model_batch_size_sum{model="lstm"}') == 16
     expected = lstm.recommend(user_histories[:16], 5)
     for a, items in zip(answers, expected.items):
         assert [i["item"] for i in a["items"]] == items.tolist()
@@ -385,18 +241,17 @@ def test_concurrent_requests_are_micro_batched_with_the_same_answers(lstm, user_
 def test_llm_budget_falls_back_to_the_lstm_ranking(lstm, model_dir, user_histories, tmp_path):
     """A real second recommender in the DUALRec slot, with a budget shorter than one batched call: the answer is the
     LSTM ranking, flagged; with a generous budget the same server answers from that model, unflagged."""
-    slow = load_recommender(model_dir)  # a real model; no call of it fits in 1 ms after a 20 ms batching wait
+    slow = load_recommender(model_dir)  # a real model; no call of it fits in a budget of 0 s
     history = user_histories[0].tolist()
-    tight = make_app(lstm, tmp_path / "a.db", recommenders={"dualrec": slow}, llm_budget_s=0.001, batch_wait_ms=20,
-                     llm_max_batch=8)  # the batch waits 20 ms for company: the request gives up first
+    tight = make_app(lstm, tmp_path / "a.db", recommenders={"dualrec": slow}, llm_budget_s=0.0)
     with TestClient(tight) as client:
         r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
-        assert r["fallback"] is True and "budget of 0.001s" in r["fallback_reason"]
+        assert r["fallback"] is True and "budget of 0s" in r["fallback_reason"]
         assert [i["item"] for i in r["items"]] == lstm.recommend([np.array(history)], 5).items[0].tolist()
         assert r["lstm_suggestion"] == r["items"][0]["title"] and r["llm_text"] is None
         metrics = client.get("/metrics").text
-        assert _metric(metrics, 'dualrec_llm_fallbacks_total{reason="budget"}') == 1
-        assert _metric(metrics, 'dualrec_model_batch_size_count{model="dualrec"}') == 0  # dropped before the call
+        assert metric(metrics, 'dualrec_llm_fallbacks_total{reason="budget"}') == 1
+        assert metric(metrics, 'dualrec_model_batch_size_count{model="dualrec"}') == 0  # dropped before the call
     generous = make_app(lstm, tmp_path / "b.db", recommenders={"dualrec": slow}, llm_budget_s=30)
     with TestClient(generous) as client:
         r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
@@ -429,10 +284,10 @@ def test_batcher_answers_at_once_when_a_deadline_would_be_missed(lstm):
     outcomes, text = asyncio.run(scenario(probe_after_s=60))
     assert isinstance(outcomes[1], WouldMissDeadline) and outcomes[1].seconds > 0
     assert outcomes[2].items.tolist() == outcomes[0].items.tolist()
-    assert _metric(text, 'dualrec_model_batch_size_count{model="lstm"}') == 2  # the refused one cost no call
+    assert metric(text, 'dualrec_model_batch_size_count{model="lstm"}') == 2  # the refused one cost no call
     outcomes, text = asyncio.run(scenario(probe_after_s=0))  # estimate always stale: every request is tried
     assert outcomes[1].items.tolist() == outcomes[0].items.tolist()
-    assert _metric(text, 'dualrec_model_batch_size_count{model="lstm"}') == 3
+    assert metric(text, 'dualrec_model_batch_size_count{model="lstm"}') == 3
 
 
 @pytest.fixture(scope="session")
@@ -451,10 +306,10 @@ def test_dualrec_with_the_embedded_llm_and_its_time_budget(dualrec_dir, user_his
     """The real hybrid behind the service: a tiny budget answers with the LSTM ranking, flagged, without waiting for
     the LLM; a generous one answers with the LLM's text and the LSTM's suggestion. Its Stage 1 is the ranker."""
     history = user_histories[3].tolist()
-    settings = dict(model=None, dualrec=str(dualrec_dir), limits=NO_RATE)
-    app = create_app(ServeSettings(db=str(tmp_path / "a.db"), llm_budget_s=0.001, batch_wait_ms=20, **settings))
-    hybrid = app.state.recommenders["dualrec"]
-    assert app.state.recommenders["lstm"] is hybrid.stage1
+    settings = dict(model=None, dualrec=str(dualrec_dir), limits=NO_RATE, allowed_hosts=TEST_HOSTS)
+    app = create_app(ServeSettings(db=str(tmp_path / "a.db"), llm_budget_s=0.0, **settings))
+    hybrid = app.state.slot.current.recommenders["dualrec"]
+    assert app.state.slot.current.recommenders["lstm"] is hybrid.stage1
     stage1 = hybrid.stage1.recommend([np.array(history)], 5)
     with TestClient(app) as client:
         r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
@@ -479,11 +334,11 @@ def test_dualrec_own_fallback_reason_is_passed_on(model_dir, ml1m_small, user_hi
     from dualrec.models import build_model
 
     hybrid = build_model("dualrec", {"stage1": str(model_dir), "cache": False, "progress": False, "backend": {
-        "kind": "openai", "base_url": f"http://127.0.0.1:{_free_port()}/v1", "model": "none", "max_retries": 0,
+        "kind": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "none", "max_retries": 0,
         "timeout": 5}})
     hybrid.fit(ml1m_small.sequences(), ml1m_small.catalog)  # loads Stage 1; nothing to train
     history = user_histories[5].tolist()
-    app = create_app(ServeSettings(model=None, db=str(tmp_path / "e.db"), llm_budget_s=60),
+    app = create_app(ServeSettings(model=None, db=str(tmp_path / "e.db"), llm_budget_s=60, allowed_hosts=TEST_HOSTS),
                      recommenders={"dualrec": hybrid})
     with TestClient(app) as client:
         r = client.post("/recommendations", json={"history": history, "k": 5, "model": "dualrec"}).json()
@@ -491,7 +346,7 @@ def test_dualrec_own_fallback_reason_is_passed_on(model_dir, ml1m_small, user_hi
         assert len(r["fallback_reason"]) > len("DUALRec used its LSTM ranking: ")  # the backend's error, named
         assert [i["item"] for i in r["items"]] == hybrid.stage1.recommend([np.array(history)], 5).items[0].tolist()
         assert r["lstm_suggestion"] == r["items"][0]["title"]
-        assert _metric(client.get("/metrics").text, 'dualrec_llm_fallbacks_total{reason="model"}') == 1
+        assert metric(client.get("/metrics").text, 'dualrec_llm_fallbacks_total{reason="model"}') == 1
 
 
 # ---- input limits and errors ------------------------------------------------------------------------------------
@@ -536,7 +391,7 @@ def test_bad_inputs_get_clear_4xx(lstm, tmp_path):
                 yield b" " * 500
         r = client.post("/recommendations", content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413
-        assert _metric(client.get("/metrics").text, 'dualrec_requests_rejected_total{reason="body_size"}') == 2
+        assert metric(client.get("/metrics").text, 'dualrec_requests_rejected_total{reason="body_size"}') == 2
 
 
 def test_rate_limit_per_client(lstm, tmp_path):
@@ -577,15 +432,16 @@ def test_server_errors_hide_the_stack_trace(lstm, tmp_path):
 def test_healthz_metrics_and_openapi(lstm, tmp_path):
     with TestClient(make_app(lstm, tmp_path / "e.db")) as client:
         health = client.get("/healthz").json()
-        assert health == {"status": "ok", "database": "ok", "models": {"lstm": "MultimodalLSTM"},
+        assert health == {"status": "ok", "database": "ok", "canary": "ok: 10 items for a 5-item history",
+                          "models": {"lstm": "MultimodalLSTM"},
                           "catalog_items": len(lstm.catalog), "pid": os.getpid()}
         client.post("/recommendations", json={"history": [1], "k": 3})
         client.get("/users/zed/recommendations")
         text = client.get("/metrics").text
-        assert _metric(text, 'dualrec_http_requests_total{method="POST",route="/recommendations",status="200"}') == 1
-        assert _metric(text, 'dualrec_http_requests_total{method="GET",route="/users/{user_id}/recommendations",'
+        assert metric(text, 'dualrec_http_requests_total{method="POST",route="/recommendations",status="200"}') == 1
+        assert metric(text, 'dualrec_http_requests_total{method="GET",route="/users/{user_id}/recommendations",'
                              'status="404"}') == 1
-        assert _metric(text, 'dualrec_http_request_duration_seconds_count{method="POST",route="/recommendations"}') == 1
+        assert metric(text, 'dualrec_http_request_duration_seconds_count{method="POST",route="/recommendations"}') == 1
         assert "# TYPE dualrec_llm_fallbacks_total counter" in text
         spec = client.get("/openapi.json").json()
         model_param = next(p for p in spec["paths"]["/users/{user_id}/recommendations"]["get"]["parameters"]
@@ -612,7 +468,7 @@ def test_web_page_in_headless_chromium(lstm, model_dir, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (test extra) not installed")
     # the DUALRec slot: a real model under a budget it cannot meet, so the page must show the fallback
     app = make_app(lstm, tmp_path / "e.db", limits=NO_RATE, recommenders={"dualrec": load_recommender(model_dir)},
-                   llm_budget_s=0.001, batch_wait_ms=20, llm_max_batch=8)
+                   llm_budget_s=0.0, llm_max_batch=8)
     with uvicorn_server(app) as url, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)  # a fresh profile dir
         try:

@@ -321,13 +321,20 @@ def serve(model: Optional[Path] = typer.Option(None, "--model", help="Run folder
                                                                           "model=dualrec)."),
           db: str = typer.Option("dualrec-events.db", "--db", envvar="DUALREC_DB",
                                  help="SQLite file (created on first start) or postgresql://user@host:port/db."),
-          host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+          host: str = typer.Option("127.0.0.1", help="Address to bind; beyond loopback it needs API keys."),
+          port: int = typer.Option(8000),
           workers: int = typer.Option(1, help="uvicorn worker processes (use PostgreSQL for several)."),
+          api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="Lines `KEY SCOPE[,SCOPE...]` "
+                                                      "(scopes: recommend, events:read, events:write, admin); also "
+                                                      "$DUALREC_API_KEYS. Without keys every route is open."),
+          allowed_hosts: str = typer.Option("127.0.0.1,localhost,::1", help="Host header values served, comma-"
+                                                                             "separated ('*': any)."),
           llm_budget: float = typer.Option(5.0, help="Seconds DUALRec may take per request before the LSTM answers."),
           max_batch: int = typer.Option(32, help="Most requests one model call answers."),
           llm_max_batch: int = typer.Option(1, help="Most requests one DUALRec call answers (raise it for an LLM "
                                                     "backend that batches generation)."),
-          batch_wait_ms: float = typer.Option(5.0, help="How long a batch waits for more requests."),
+          batch_wait_ms: float = typer.Option(5.0, help="Under load only: how long a batch that already has company "
+                                                        "waits for more (a lone request never waits)."),
           torch_threads: int = typer.Option(1, help="torch intra-op threads per server process (0: torch's "
                                                     "default)."),
           max_k: int = typer.Option(100), max_history: int = typer.Option(500),
@@ -338,21 +345,25 @@ def serve(model: Optional[Path] = typer.Option(None, "--model", help="Run folder
 
     Example: dualrec serve --model runs/lstm-strict --db events.db --port 8000
     """
-    from dualrec.serve.app import ServeSettings
-    from dualrec.serve.app import serve as run_server
+    from dualrec.serve.auth import AuthConfigError
+    from dualrec.serve.deployment import ModelLoadError
     from dualrec.serve.limits import Limits
+    from dualrec.serve.server import serve as run_server
+    from dualrec.serve.settings import ServeSettings
 
     if model is None and dualrec is None:
         _fail("give --model RUN (an LSTM or any ranker) and/or --dualrec RUN")
-    for path in (model, dualrec):
-        if path is not None and not path.exists():
-            _fail(f"{path} does not exist; train a run first (`dualrec train ... --out {path}`)")
     settings = ServeSettings(model=str(model) if model else None, dualrec=str(dualrec) if dualrec else None, db=db,
                              llm_budget_s=llm_budget, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                              torch_threads=torch_threads, llm_max_batch=llm_max_batch,
+                             api_key_file=str(api_key_file) if api_key_file else None,
+                             allowed_hosts=tuple(h.strip() for h in allowed_hosts.split(",") if h.strip()),
                              limits=Limits(max_history=max_history, max_k=max_k, max_body_bytes=max_body,
                                            rate_per_s=rate, rate_burst=burst))
-    run_server(settings, host=host, port=port, workers=workers)
+    try:
+        run_server(settings, host=host, port=port, workers=workers)
+    except (AuthConfigError, ModelLoadError) as exc:
+        _fail(str(exc))
 
 
 @app.command()

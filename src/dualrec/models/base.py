@@ -24,6 +24,7 @@ import torch
 
 from dualrec.data.catalog import Catalog
 from dualrec.data.dataset import Sequences
+from dualrec.integrity import verify_folder, write_manifest
 from dualrec.models.registry import get_model_class
 from dualrec.utils import seed_everything
 
@@ -126,6 +127,7 @@ class Recommender(ABC):
             path / "catalog.json", orient="records", indent=0)
         (path / "genres.json").write_text(json.dumps(self.catalog.genre_names))
         self._save(path)
+        write_manifest(path)  # last: it hashes every file the model wrote
         return path
 
     def _save(self, path: Path) -> None:
@@ -140,6 +142,7 @@ class Recommender(ABC):
         path = Path(path)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path}: no config.json; is this a folder written by `dualrec train`?")
+        verify_folder(path)
         meta = json.loads((path / "config.json").read_text())
         model_cls = get_model_class(meta["model"]) if cls is Recommender else cls
         model = model_cls(meta["config"])

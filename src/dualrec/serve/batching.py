@@ -1,11 +1,14 @@
-"""Micro-batching: concurrent requests for one model are answered by one ``recommend`` call.
+"""Adaptive micro-batching: concurrent requests for one model are answered by one ``recommend`` call.
 
 A request puts ``(history, k)`` on the model's queue and awaits a future. One worker task per model takes the first
-waiting request, keeps collecting until ``max_batch`` requests or ``max_wait_s`` after the first one, and runs
+waiting request together with every request already waiting behind it (up to ``max_batch``) and runs
 ``recommend(histories, max k)`` in the model's own single thread (so the event loop keeps accepting requests, and
-two calls never share one model at once). While a call runs, new requests queue up and form the next batch, so the
-batch grows with load by itself. A caller that gave up (its future was cancelled, e.g. by a time budget) is dropped
-from the batch before the call, so a slow model does not pile up work nobody waits for.
+two calls never share one model at once). A request that finds the queue empty is therefore answered at once: no
+batching delay for a lone client. Under load, requests arrive while a call runs and form the next batch, so the
+batch grows with load by itself. ``max_wait_s`` lets a batch that already has company wait that long for more (the
+server's default is 5 ms: under load, the event loop then answers and parses requests while the model thread is
+idle, instead of both contending for the CPU); a batch of one never waits. A caller that gave up (its future was cancelled, e.g. by a time budget) is
+dropped from the batch before the call, so a slow model does not pile up work nobody waits for.
 
 A caller may also give a ``deadline``. The batcher keeps a running estimate of how long one call takes (an
 exponential average); a request that would still be waiting when its deadline passes is answered at once with
@@ -14,7 +17,6 @@ and the model does not spend a call on it. The estimate only applies while it is
 ``probe_after_s``); after that one batch runs anyway and refreshes it, so a passing slowdown is not remembered for
 ever.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -60,7 +62,7 @@ class _Pending:
 class MicroBatcher:
     """Groups concurrent ``submit`` calls for one :class:`~dualrec.models.base.Recommender` into batched calls."""
 
-    def __init__(self, model: "Recommender", name: str, max_batch: int = 32, max_wait_s: float = 0.005,
+    def __init__(self, model: "Recommender", name: str, max_batch: int = 32, max_wait_s: float = 0.0,
                  metrics: "Metrics | None" = None, probe_after_s: float = 30.0):
         self.model, self.name = model, name
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
@@ -85,25 +87,29 @@ class MicroBatcher:
 
     async def _collect(self) -> list[_Pending]:
         batch = [await self._queue.get()]
-        deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.max_batch:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                while len(batch) < self.max_batch and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
-        batch = [p for p in batch if not p.future.done()]
+        self._take_waiting(batch)
+        if len(batch) > 1 and self.max_wait_s > 0:  # under load: a little longer for more company
+            deadline = time.monotonic() + self.max_wait_s
+            while len(batch) < self.max_batch and (remaining := deadline - time.monotonic()) > 0:
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+        return self._refuse_late([p for p in batch if not p.future.done()])
+
+    def _take_waiting(self, batch: list[_Pending]) -> None:
+        while len(batch) < self.max_batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+
+    def _refuse_late(self, batch: list[_Pending]) -> list[_Pending]:
+        """Answer with :class:`WouldMissDeadline` the requests the next call would answer too late."""
         now = time.monotonic()
-        if self.call_seconds is not None and now - self._last_call_end < self.probe_after_s:
-            for p in batch:
-                if p.deadline is not None and now + self.call_seconds > p.deadline:
-                    p.future.set_exception(WouldMissDeadline(self.call_seconds))
-            batch = [p for p in batch if not p.future.done()]
-        return batch
+        if self.call_seconds is None or now - self._last_call_end >= self.probe_after_s:
+            return batch
+        for p in batch:
+            if p.deadline is not None and now + self.call_seconds > p.deadline:
+                p.future.set_exception(WouldMissDeadline(self.call_seconds))
+        return [p for p in batch if not p.future.done()]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -9,10 +9,12 @@ client over its rate gets 429 with ``Retry-After``. The client is the socket's p
 
 from __future__ import annotations
 
-import json
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+
+from dualrec.serve.errors import send_error
 
 
 @dataclass
@@ -24,14 +26,6 @@ class Limits:
     rate_per_s: float = 50.0        # sustained requests per second per client; 0 disables the limiter
     rate_burst: int = 100           # requests a client may send at once before the rate applies
     exempt_paths: tuple[str, ...] = ("/healthz", "/metrics")
-
-
-async def _reject(send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"detail": message}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
 
 
 class BodySizeLimitMiddleware:
@@ -62,7 +56,7 @@ class BodySizeLimitMiddleware:
         if too_large:
             if self.on_reject:
                 self.on_reject("body_size")
-            return await _reject(send, 413, f"request body over the limit of {self.max_bytes} bytes")
+            return await send_error(send, 413, f"request body over the limit of {self.max_bytes} bytes")
         body, delivered = b"".join(parts), False
 
         async def replay():
@@ -76,27 +70,41 @@ class BodySizeLimitMiddleware:
 
 
 class TokenBucketLimiter:
-    """Per-key token buckets: ``burst`` tokens, refilled at ``rate`` per second. Thread-safe."""
+    """Per-key token buckets: ``burst`` tokens, refilled at ``rate`` per second. Thread-safe, bounded, O(1).
+
+    Buckets are kept least recently used first. A bucket idle for ``burst / rate`` seconds is full again, exactly
+    like a new one, so it is forgotten: each call drops such buckets from the front (each bucket is dropped at most
+    once, so the work is constant per call on average). Past ``max_keys`` clients active at once, the least recently
+    seen is forgotten too; it starts again with a full bucket, so a flood of addresses costs memory bounded by
+    ``max_keys`` and never a scan.
+    """
 
     def __init__(self, rate: float, burst: int, max_keys: int = 100_000):
         self.rate, self.burst, self.max_keys = rate, burst, max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self.idle_s = burst / rate
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, last seen)
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def take(self, key: str, now: float | None = None) -> float:
         """0.0 if a request may pass now (and counts it), else the seconds until it may."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens, last = self._buckets.pop(key, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            if len(self._buckets) > self.max_keys:  # forget full buckets: they behave like new ones
-                for k in [k for k, (t, _) in self._buckets.items() if t >= self.burst][: self.max_keys // 2]:
-                    del self._buckets[k]
-            return (1.0 - tokens) / self.rate
+            passed = tokens >= 1.0
+            self._buckets[key] = (tokens - 1.0 if passed else tokens, now)
+            self._forget_idle(now)
+            return 0.0 if passed else (1.0 - tokens) / self.rate
+
+    def _forget_idle(self, now: float) -> None:
+        while self._buckets:
+            _, last = next(iter(self._buckets.values()))
+            if now - last < self.idle_s and len(self._buckets) <= self.max_keys:
+                return
+            self._buckets.popitem(last=False)
 
 
 class RateLimitMiddleware:
@@ -115,7 +123,7 @@ class RateLimitMiddleware:
             if self.on_reject:
                 self.on_reject("rate")
             retry = max(1, int(wait + 0.999))
-            return await _reject(send, 429, f"rate limit of {self.limits.rate_per_s:g} requests/s (burst "
+            return await send_error(send, 429, f"rate limit of {self.limits.rate_per_s:g} requests/s (burst "
                                             f"{self.limits.rate_burst}) exceeded for client {client}; retry in {retry}s",
                                  {"retry-after": str(retry)})
         await self.app(scope, receive, send)

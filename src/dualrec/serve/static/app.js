@@ -10,9 +10,11 @@ function showError(message) {
 }
 
 async function api(method, path, body, headers) {
+  const key = $("api-key").value.trim();  // needed when the server has API keys (--api-key-file)
   const response = await fetch(path, {
     method,
-    headers: Object.assign({"Content-Type": "application/json"}, headers || {}),
+    headers: Object.assign({"Content-Type": "application/json"}, key ? {"Authorization": `Bearer ${key}`} : {},
+                           headers || {}),
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const data = await response.json().catch(() => ({}));
