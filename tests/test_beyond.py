@@ -147,3 +147,20 @@ def test_mmr_model_with_lambda_one_equals_its_base(tmp_path):
     assert all((a == b).all() for a, b in zip(again.recommend(histories, 10).items, got))
     with pytest.raises(ValueError, match="lambda_"):
         build_model("mmr", {"base": "x", "lambda_": -0.1})
+
+
+def test_a_run_without_title_diversity_says_so_in_its_notes():
+    from types import SimpleNamespace
+
+    from dualrec import experiment as ex
+    from dualrec.config import ExperimentConfig
+    from dualrec.evaluation.protocols import make_split
+
+    catalog = tiny_catalog(20)
+    cfg = ExperimentConfig()
+    cfg.evaluation.title_diversity = False
+    prepared = ex.Prepared(SimpleNamespace(catalog=catalog), make_split(tiny_sequences(catalog), "strict"))
+    stats = ex.item_stats(cfg, prepared)
+    assert stats.title_embeddings is None and stats.users_per_item.sum() > 0
+    assert stats.notes == {"ild_title": "not computed: evaluation.title_diversity is false"}
+    assert ex.item_stats(cfg, prepared) is stats      # computed once per split

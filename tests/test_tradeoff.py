@@ -56,6 +56,11 @@ def test_tradeoff_writes_record_plot_and_table(runs, tmp_path):
     assert "| SKNN | 0.5 |" in text
     doc = docs.read_text()
     assert "<!-- tradeoff table: strict -->\n**Protocol `strict`**" in doc and "| MostPop | 0 |" in doc
+    (tmp_path / "tradeoff.png").unlink()
+    rendered = invoke("tradeoff", "--render-only", "--out", out)   # from the record alone: the same table, the plot
+    table = text[text.index("**Protocol"):].split("\nwrote ")[0]   # after the ranking's progress bars
+    assert rendered.split("\nwrote ")[0] == table
+    assert (tmp_path / "tradeoff.png").exists()
     invoke("tradeoff", "--run", runs / "sknn", "--lambdas", "1,2", *DATA, "--out", tmp_path / "x.json", code=2)
 
 

@@ -69,7 +69,7 @@ def mean_pairwise(similarity: np.ndarray, rows: np.ndarray) -> float:
 
 def genre_similarity(rows: np.ndarray, genres: np.ndarray) -> np.ndarray:
     """Jaccard of the genre sets of every pair of slots: ``[n_users, k, k]`` (0 where both sets are empty)."""
-    g = genres[np.maximum(rows, 0)].astype(np.float32)
+    g = genres[np.maximum(rows, 0)].astype(np.float32, copy=False)
     inter = g @ g.transpose(0, 2, 1)
     size = g.sum(axis=2)
     union = size[:, :, None] + size[:, None, :] - inter
@@ -78,7 +78,7 @@ def genre_similarity(rows: np.ndarray, genres: np.ndarray) -> np.ndarray:
 
 def embedding_similarity(rows: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
     """Cosine of the (L2-normalised) embeddings of every pair of slots: ``[n_users, k, k]``."""
-    e = embeddings[np.maximum(rows, 0)].astype(np.float32)
+    e = embeddings[np.maximum(rows, 0)].astype(np.float32, copy=False)
     return e @ e.transpose(0, 2, 1)
 
 

@@ -57,10 +57,12 @@ def list_metrics(items: Sequence[np.ndarray], cases: EvalCases, catalog: Catalog
     top1 = np.array([r[0] if len(r) else catalog.ids[0] for r in items], dtype=np.int64)
     n_t = max((len(t) for t in cases.targets), default=1)
     gm = stats.genres
-    tgt_rows = np.full((len(cases), n_t), -1, dtype=np.int64)
-    for i, t in enumerate(cases.targets):
-        known = t[catalog.has(t)]
-        tgt_rows[i, : len(known)] = catalog.rows(known)
+    tgt_rows = np.full((len(cases), n_t), -1, dtype=np.int64)   # each case's known targets first, in order
+    flat = np.concatenate([np.asarray(t, np.int64) for t in cases.targets]) if len(cases) else np.zeros(0, np.int64)
+    case = np.repeat(np.arange(len(cases)), [len(t) for t in cases.targets])
+    known = catalog.has(flat)
+    case = case[known]
+    tgt_rows[case, np.arange(len(case)) - np.searchsorted(case, case)] = catalog.rows(flat[known])
     tgt_genres = np.where((tgt_rows >= 0)[..., None], gm[np.maximum(tgt_rows, 0)], 0.0)
     metrics.update(genre_jaccard(gm[catalog.rows(top1)], tgt_genres, has_top1))
 

@@ -76,13 +76,13 @@ def rerank(items: Sequence[np.ndarray], scores: Sequence[np.ndarray], catalog: C
     if similarity not in SIMILARITIES:
         raise ValueError(f"MMR similarity must be one of {SIMILARITIES}, got {similarity!r}")
     n = max((min(len(r), n_candidates) for r in items), default=0)
+    lengths = np.array([min(len(r), n) for r in items], dtype=np.int64)
+    valid = np.arange(n)[None, :] < lengths[:, None]
     rows = np.full((len(items), n), -1, dtype=np.int64)
     rel = np.zeros((len(items), n))
-    for u, (r, s) in enumerate(zip(items, scores)):
-        m = min(len(r), n)
-        rows[u, :m] = catalog.rows(np.asarray(r[:m], np.int64))
-        rel[u, :m] = s[:m]
-    valid = rows >= 0
+    if valid.any():
+        rows[valid] = catalog.rows(np.concatenate([np.asarray(r[:n], np.int64) for r in items]))
+        rel[valid] = np.concatenate([np.asarray(s[:n], np.float64) for s in scores])
     sim = genre_similarity(rows, item_vectors) if similarity == "genre" else embedding_similarity(rows, item_vectors)
     order = mmr_order(scaled(rel, valid), sim, lam, min(k, n), valid)
     out = []
