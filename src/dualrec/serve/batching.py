@@ -5,9 +5,10 @@ waiting request together with every request already waiting behind it (up to ``m
 ``recommend(histories, max k)`` in the model's own single thread (so the event loop keeps accepting requests, and
 two calls never share one model at once). A request that finds the queue empty is therefore answered at once: no
 batching delay for a lone client. Under load, requests arrive while a call runs and form the next batch, so the
-batch grows with load by itself. ``max_wait_s`` lets a batch that already has company wait that long for more (the
-server's default is 5 ms: under load, the event loop then answers and parses requests while the model thread is
-idle, instead of both contending for the CPU); a batch of one never waits. A caller that gave up (its future was cancelled, e.g. by a time budget) is
+batch grows with load by itself. Under load (the batch has company, or the call before it had), the batch waits up
+to ``max_wait_s`` for more (the server's default is 5 ms): a request that arrives alone just after a full batch then
+joins the requests close behind it instead of taking a call of its own. A client alone, whose previous call was a
+batch of one, never waits. A caller that gave up (its future was cancelled, e.g. by a time budget) is
 dropped from the batch before the call, so a slow model does not pile up work nobody waits for.
 
 A caller may also give a ``deadline``. The batcher keeps a running estimate of how long one call takes (an
@@ -70,6 +71,7 @@ class MicroBatcher:
         self.probe_after_s = probe_after_s
         self.call_seconds: float | None = None  # running estimate of one call's duration
         self._last_call_end = float("-inf")
+        self._last_batch_size = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
@@ -88,7 +90,8 @@ class MicroBatcher:
     async def _collect(self) -> list[_Pending]:
         batch = [await self._queue.get()]
         self._take_waiting(batch)
-        if len(batch) > 1 and self.max_wait_s > 0:  # under load: a little longer for more company
+        under_load = len(batch) > 1 or self._last_batch_size > 1  # company now, or in the call just made
+        if under_load and self.max_wait_s > 0:  # a little longer for more company
             deadline = time.monotonic() + self.max_wait_s
             while len(batch) < self.max_batch and (remaining := deadline - time.monotonic()) > 0:
                 try:
@@ -127,6 +130,7 @@ class MicroBatcher:
                         p.future.set_exception(exc)
                 continue
             seconds = time.perf_counter() - start
+            self._last_batch_size = len(batch)
             self.call_seconds = seconds if self.call_seconds is None else 0.7 * self.call_seconds + 0.3 * seconds
             self._last_call_end = time.monotonic()
             if self.metrics is not None:
