@@ -1,8 +1,4 @@
-"""The real-time recommendation service (``dualrec serve``): FastAPI app, event store, micro-batching, limits.
+"""The real-time recommendation service (``dualrec serve``); see docs/service.md for the module map.
 
-Importing this package is cheap; FastAPI, SQLAlchemy and the models load when an app is created.
+Importing this package is cheap; its modules import FastAPI, SQLAlchemy and the models.
 """
-
-from dualrec.serve.limits import Limits
-
-__all__ = ["Limits"]
