@@ -164,3 +164,28 @@ def test_encoder_starts_from_a_trained_lstm_run(top100, tmp_path):
     other.catalog = ds.catalog.subset(ds.catalog.ids[:50])
     with pytest.raises(ValueError, match="different catalog"):
         other._encoder()
+
+
+@pytest.mark.slow
+def test_residual_start_ranks_exactly_as_its_stage1_lstm_then_learns_the_gate(top100, tmp_path):
+    """``init="residual"``: scores = Stage-1 logits + gate * LM logits, gate 0 at start, so before any step DUIP's
+    top-20 lists are the trained LSTM's on real held-out histories; one step moves the gate (the LM's logits get
+    a gradient), and the LM's item head only starts learning once the gate is non-zero."""
+    ds, split = top100
+    lstm = build_model("lstm", {"max_windows": 256, "epochs": 1, "min_len": 5, "progress": False})
+    path = lstm.fit(split.train, ds.catalog).save(tmp_path / "lstm")
+    m = _built(ds.catalog, split.train, lm_mode="frozen", lstm_run=str(path), init="residual")
+    assert m.net.gate.item() == 0.0
+    m.net.eval()
+    histories = split.test.histories[:40]
+    ours, stage1 = m.recommend(histories, 20), lstm.recommend(histories, 20)
+    for a, b in zip(ours.items, stage1.items):
+        np.testing.assert_array_equal(a, b)
+    head_before = m.net.item_head.weight.detach().clone()
+    _one_step(m, split.train)
+    assert m.net.gate.item() != 0.0
+    assert torch.equal(m.net.item_head.weight, head_before)  # its gradient was gate (0) x ...
+    _one_step(m, split.train)
+    assert not torch.equal(m.net.item_head.weight, head_before)
+    cold = _built(ds.catalog, split.train, lm_mode="frozen", lstm_run=str(path))
+    assert not hasattr(cold.net, "gate") and not hasattr(cold.net.encoder, "head")
