@@ -77,6 +77,8 @@ class DUIPConfig(NeuralConfig):
     # cold: the paper's DUIP, the item head alone scores (from random/title-embedding weights);
     # residual: scores = Stage-1 LSTM logits + gate * LM logits, gate starting at 0 (ranks as Stage 1 at step 0)
     init: str = "cold"
+    train_encoder: bool = True      # False: the LSTM's weights stay as loaded, in eval mode (no dropout): under
+                                    # residual, training then moves the ranking only by what f, the LM and its head add
     gate_lr: float = 1e-2           # residual's gate: Adam moves a scalar by about lr per step, so lr = 1e-3 would
                                     # need ~1,000 steps before the LM's logits weigh in at all
     # soft prompt
@@ -195,6 +197,13 @@ class DUIPNet(nn.Module):
             real = history_ids[:-1][history_ids[:-1] != tokenizer.pad_token_id]
             tokens = lm.get_input_embeddings()(torch.as_tensor(real))
             self.register_buffer("token_rms", tokens.float().pow(2).mean().sqrt(), persistent=False)
+
+    def train(self, mode: bool = True):
+        """A frozen encoder (``train_encoder=False``) stays in eval mode: Stage 1's logits without dropout noise."""
+        super().train(mode)
+        if not self.config.train_encoder:
+            self.encoder.eval()
+        return self
 
     def init_head(self, item_prior: np.ndarray | None) -> None:
         """Item head weights = ``HEAD_INIT_SCALE`` x the unit mean of the LM's (tied) token embeddings of each
@@ -362,6 +371,7 @@ class DUIP(NeuralRecommender):
             net = lstm.build_network()
         if c.init == "cold":
             del net.head
+        net.requires_grad_(c.train_encoder)
         return net
 
     def _language_model(self):
