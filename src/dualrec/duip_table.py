@@ -35,10 +35,11 @@ SECTION = "duip"
 
 
 def commit() -> str:
-    """The source tree's git commit (with ``+dirty`` when it has uncommitted changes), or ``unknown``."""
+    """The source tree's git commit (with ``+dirty`` when src/ or configs/ have uncommitted changes), or
+    ``unknown``."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "configs"], capture_output=True,
                                text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
