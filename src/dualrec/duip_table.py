@@ -117,7 +117,8 @@ def run_table(protocol: str, stage1_run: Path, duip_runs: dict[str, Path], max_u
             model.config.max_windows
         label = duip_label(model.config.to_dict(), model.history, windows)
         score_row(key, label, model, run_cfg, prepared, cases, base_ranks, n_full, out_dir,
-                  {**digest, "run": str(run), "learning_curve": model.history})
+                  {**digest, "run": str(run), "learning_curve": model.history,
+                   "gate": float(model.net.gate) if model.config.init == "residual" else None})
         model.close()
 
 
@@ -170,6 +171,32 @@ def render(out_dir: Path) -> dict[str, str]:
     return blocks
 
 
+def verdict(out_dir: Path) -> dict[str, str]:
+    """``{protocol: one paragraph}`` for docs/duip.md: the ``duip`` row against Stage 1 and MostPop, with the
+    interval and what it shows."""
+    blocks = {}
+    for protocol in PROTOCOLS:
+        paths = {k: out_dir / protocol / f"{k}.json" for k in ("duip", "duip-stage1", "duip-mostpop")}
+        if not all(p.exists() for p in paths.values()):
+            continue
+        r = {k: json.loads(p.read_text()) for k, p in paths.items()}
+        ci = r["duip"]["ci"]
+        said = []
+        for m in ("HR@1", "NDCG@10"):
+            lo, hi = ci[f"delta_{m}"]
+            shown = "higher" if lo > 0 else "lower" if hi < 0 else "no difference shown"
+            said.append(f"{m} {ci['delta'][m]:+.4f} [{lo:+.4f}, {hi:+.4f}] ({shown})")
+        metrics = {k: v["metrics"] for k, v in r.items()}
+        blocks[protocol] = (
+            f"`{protocol}`, {r['duip']['counts']['users']:,} test cases: {r['duip']['label']}: HR@1 "
+            f"{metrics['duip']['HR@1']:.4f}, NDCG@10 {metrics['duip']['NDCG@10']:.4f}; Stage 1 "
+            f"{metrics['duip-stage1']['HR@1']:.4f} / {metrics['duip-stage1']['NDCG@10']:.4f}; MostPop "
+            f"{metrics['duip-mostpop']['HR@1']:.4f} / {metrics['duip-mostpop']['NDCG@10']:.4f}. DUIP minus Stage 1 "
+            f"(paired bootstrap, 95 %): {'; '.join(said)}. Gate (weight of the LM's logits) after training: "
+            f"{r['duip'].get('gate', float('nan')):.4f}.\n")
+    return blocks
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", choices=PROTOCOLS)
@@ -195,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     blocks = render(args.out)
     if args.docs:
         write_docs(blocks, section=SECTION)
+        write_docs(verdict(args.out), Path("docs/duip.md"), section="duip-verdict")
     for protocol, text in blocks.items():
         print(docs_block(protocol, text, SECTION))
 
