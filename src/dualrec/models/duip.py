@@ -79,6 +79,8 @@ class DUIPConfig(NeuralConfig):
     init: str = "cold"
     train_encoder: bool = True      # False: the LSTM's weights stay as loaded, in eval mode (no dropout): under
                                     # residual, training then moves the ranking only by what f, the LM and its head add
+    branch_loss_weight: float = 0.0  # residual: + this x cross-entropy of the LM branch alone, so f and the head
+                                     # learn at full strength while the gate is still near 0
     gate_lr: float = 1e-2           # residual's gate: Adam moves a scalar by about lr per step, so lr = 1e-3 would
                                     # need ~1,000 steps before the LM's logits weigh in at all
     # soft prompt
@@ -153,6 +155,13 @@ def token_table(tokenizer, texts: list[str], width: int) -> tuple[np.ndarray, np
     return table, lengths
 
 
+@dataclass
+class DUIPOutputs:
+    logits: torch.Tensor                # what ranks (cold: the LM branch; residual: Stage 1 + gate x LM branch)
+    lm_logits: torch.Tensor             # the LM branch alone: item head over the LM's last hidden state
+    title_loss: torch.Tensor | None     # teacher-forced cross-entropy of the target title (given targets)
+
+
 class DUIPNet(nn.Module):
     """The DUIP network: ``forward(rows [B, L]) -> logits [B, n_items]`` (pad row ``n_items``).
 
@@ -207,8 +216,8 @@ class DUIPNet(nn.Module):
 
     def init_head(self, item_prior: np.ndarray | None) -> None:
         """Item head weights = ``HEAD_INIT_SCALE`` x the unit mean of the LM's (tied) token embeddings of each
-        title; bias = log popularity (``cold``: an untrained DUIP starts near MostPop) or 0 (``residual``: the
-        Stage-1 head already carries popularity)."""
+        title; bias = the log popularity of each item (an untrained cold DUIP starts near MostPop, and the LM
+        branch of a residual one starts from the prior its own loss then improves on)."""
         with torch.no_grad():
             table = self.lm.get_input_embeddings().weight.float()              # raw (unscaled) = tied LM head
             ids = self.target_ids[:-1]
@@ -216,7 +225,7 @@ class DUIPNet(nn.Module):
             mean = (table[ids] * ok[..., None]).sum(1) / ok.sum(1, keepdim=True).clamp(min=1)
             self.item_head.weight.copy_(HEAD_INIT_SCALE * F.normalize(mean, dim=1))
             self.item_head.bias.zero_()
-            if item_prior is not None and self.config.init == "cold":
+            if item_prior is not None:
                 self.item_head.bias.copy_(torch.as_tensor(np.log(item_prior + 1.0) - np.log(item_prior.sum() + 1.0)))
 
     # ---- the prompt ----------------------------------------------------------------------------------------
@@ -254,39 +263,43 @@ class DUIPNet(nn.Module):
     def decoder(self):
         return self.lm.get_decoder()
 
-    def item_scores(self, h, rows, state):
-        """Catalog logits from the LM's last hidden state ``h``; ``residual`` adds them, gated, to Stage 1's."""
-        lm_scores = self.item_head(self.head_norm(h.float()))
+    def combine(self, lm_logits, state):
+        """What ranks: the LM branch's catalog logits (``cold``), or Stage 1's plus ``gate`` times them
+        (``residual``)."""
         if self.config.init == "cold":
-            return lm_scores
-        stage1 = self.encoder.head(self.encoder.drop(state))
-        return stage1 + self.gate * lm_scores
+            return lm_logits
+        return self.encoder.head(self.encoder.drop(state)) + self.gate * lm_logits
 
     # ---- forward -------------------------------------------------------------------------------------------
 
-    def forward(self, rows, targets=None):
-        """Item logits ``[B, n_items]``; with ``targets`` (item rows) also the title cross-entropy."""
+    def outputs(self, rows, targets=None) -> DUIPOutputs:
+        """The ranking logits, the LM branch's own, and with ``targets`` (item rows) the title cross-entropy."""
         state = self.encoder.encode(rows) if self.config.soft_tokens or self.config.init == "residual" else None
         emb, mask, positions = self.prompt(rows, state)
+        title_loss = None
         if targets is None:
             out = self.decoder()(inputs_embeds=emb, attention_mask=mask, position_ids=positions, use_cache=False)
-            return self.item_scores(out.last_hidden_state[:, -1], rows, state)
-        # teacher forcing: the target title's tokens follow the prompt (right-padded)
-        t_ids = self.target_ids[targets]
-        t_ok = torch.arange(t_ids.shape[1], device=rows.device) < self.target_len[targets][:, None]
-        t_emb = self.lm.get_input_embeddings()(t_ids)
-        last = positions[:, -1:]
-        out = self.decoder()(inputs_embeds=torch.cat([emb, t_emb], 1),
-                             attention_mask=torch.cat([mask, t_ok.long()], 1),
-                             position_ids=torch.cat([positions, last + 1 + torch.arange(
-                                 t_ids.shape[1], device=rows.device)], 1), use_cache=False)
-        h = out.last_hidden_state
-        P = emb.shape[1]
-        logits = self.item_scores(h[:, P - 1], rows, state)
-        # the 262k-vocabulary LM head only where a real title token is predicted (B x T x V would be GBs)
-        token_logits = self.lm.get_output_embeddings()(h[:, P - 1:-1][t_ok])  # predicts target tokens 0..T-1
-        title_loss = F.cross_entropy(token_logits.float(), t_ids[t_ok])
-        return logits, title_loss
+            last = out.last_hidden_state[:, -1]
+        else:  # teacher forcing: the target title's tokens follow the prompt (right-padded)
+            t_ids = self.target_ids[targets]
+            t_ok = torch.arange(t_ids.shape[1], device=rows.device) < self.target_len[targets][:, None]
+            t_emb = self.lm.get_input_embeddings()(t_ids)
+            out = self.decoder()(inputs_embeds=torch.cat([emb, t_emb], 1),
+                                 attention_mask=torch.cat([mask, t_ok.long()], 1),
+                                 position_ids=torch.cat([positions, positions[:, -1:] + 1 + torch.arange(
+                                     t_ids.shape[1], device=rows.device)], 1), use_cache=False)
+            h = out.last_hidden_state
+            P = emb.shape[1]
+            last = h[:, P - 1]
+            # the 262k-vocabulary LM head only where a real title token is predicted (B x T x V would be GBs)
+            token_logits = self.lm.get_output_embeddings()(h[:, P - 1:-1][t_ok])  # predicts target tokens 0..T-1
+            title_loss = F.cross_entropy(token_logits.float(), t_ids[t_ok])
+        lm_logits = self.item_head(self.head_norm(last.float()))
+        return DUIPOutputs(self.combine(lm_logits, state), lm_logits, title_loss)
+
+    def forward(self, rows):
+        """Item logits ``[B, n_items]`` (pad row ``n_items``)."""
+        return self.outputs(rows).logits
 
     @torch.no_grad()
     def generate_titles(self, rows, max_new_tokens: int) -> list[str]:
@@ -425,11 +438,17 @@ class DUIP(NeuralRecommender):
         return torch.optim.Adam(groups, weight_decay=c.weight_decay)
 
     def training_step(self, xb, yb):
-        w = self.config.title_loss_weight
-        if w <= 0:
+        c: DUIPConfig = self.config
+        branch = c.branch_loss_weight if c.init == "residual" else 0.0
+        if c.title_loss_weight <= 0 and branch <= 0:
             return super().training_step(xb, yb)
-        logits, title_loss = self.net(xb, yb)
-        return logits, F.cross_entropy(logits, yb) + w * title_loss
+        out = self.net.outputs(xb, yb if c.title_loss_weight > 0 else None)
+        loss = F.cross_entropy(out.logits, yb)
+        if out.title_loss is not None:
+            loss = loss + c.title_loss_weight * out.title_loss
+        if branch > 0:
+            loss = loss + branch * F.cross_entropy(out.lm_logits, yb)
+        return out.logits, loss
 
     # ---- inference -----------------------------------------------------------------------------------------
 
