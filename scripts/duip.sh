@@ -17,12 +17,14 @@ table --protocol chrono --stage1 runs/lstm-all-chrono --duip duip=runs/duip-chro
   --duip duip-ablation-encoder-tuned=runs/duip-chrono-encoder-tuned --max-users duip-ablation-encoder-tuned=3000
 train --protocol strict --set model.lstm_run=runs/lstm-all-strict/model --set model.epochs=4 --out runs/duip-strict
 table --protocol strict --stage1 runs/lstm-all-strict --duip duip=runs/duip-strict
+train --protocol chrono --set model.branch_loss_weight=1.0 --out runs/duip-chrono-branch
 train --protocol chrono --set model.epochs=2 --set model.lm_mode=lora --out runs/duip-chrono-lora
 train --protocol chrono --set model.epochs=2 --set model.soft_tokens=0 --out runs/duip-chrono-nosoft
 train --protocol chrono --set model.epochs=2 --set model.init=cold --set model.lstm_run=null \
   --set model.train_encoder=true --out runs/duip-chrono-cold
-table --protocol chrono --stage1 runs/lstm-all-chrono --duip duip-ablation-lora=runs/duip-chrono-lora \
+table --protocol chrono --stage1 runs/lstm-all-chrono --duip duip-ablation-branch-loss=runs/duip-chrono-branch \
+  --duip duip-ablation-8k=runs/duip-chrono-8k --duip duip-ablation-lora=runs/duip-chrono-lora \
   --duip duip-ablation-nosoft=runs/duip-chrono-nosoft --duip duip-ablation-cold=runs/duip-chrono-cold \
-  --duip duip-ablation-8k=runs/duip-chrono-8k --max-users duip-ablation-lora=3000 \
-  --max-users duip-ablation-nosoft=3000 --max-users duip-ablation-cold=3000 --max-users duip-ablation-8k=3000
+  --max-users duip-ablation-branch-loss=3000 --max-users duip-ablation-8k=3000 --max-users duip-ablation-lora=3000 \
+  --max-users duip-ablation-nosoft=3000 --max-users duip-ablation-cold=3000
 $PY -m dualrec.duip_table --render-only --docs
