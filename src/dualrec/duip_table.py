@@ -32,6 +32,7 @@ from dualrec.models import build_model
 PROTOCOLS = ("chrono", "strict")
 COLUMNS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@1", "NDCG@5", "NDCG@10", "NDCG@20")
 SECTION = "duip"
+BASELINES = ("duip-mostpop", "duip-stage1")
 
 
 def commit() -> str:
@@ -100,7 +101,7 @@ def run_table(protocol: str, stage1_run: Path, duip_runs: dict[str, Path], max_u
     n_full = len(test)
     digest = {"stage1_run": str(stage1_run), "stage1_digest": weights_digest(stage1_run / "model")}
     base = score_row("duip-stage1", f"Stage-1 LSTM ({stage1.config.targets} targets)", stage1, cfg, prepared,
-                     test, None, n_full, out_dir, digest)
+                     test, None, n_full, out_dir, {**digest, "learning_curve": stage1.history})
     mostpop = build_model("mostpop").fit(prepared.split.train, prepared.dataset.catalog)
     score_row("duip-mostpop", "MostPop", mostpop, cfg, prepared, test, np.asarray(base["per_user"]["ranks"]),
               n_full, out_dir)
@@ -164,7 +165,7 @@ def render(out_dir: Path) -> dict[str, str]:
                      "interval (1,000 resamples of the cases; **(> 0)** / (< 0): the interval excludes 0):\n\n"
                      "| row | cases | delta HR@1 [95 % CI] | delta NDCG@10 [95 % CI] |\n|---|---:|---|---|\n"
                      + "\n".join(lines) + "\n")
-        parts += [t for t in (curve_table(r) for r in recs) if t]
+        parts += [t for t in (curve_table(r) for r in recs if r["row"] not in BASELINES) if t]
         commits = sorted({r.get("commit", "unknown") for r in recs})
         parts.append(f"\nRecords: `results/{protocol}/duip*.json` (commit {', '.join(commits)}).\n")
         blocks[protocol] = "\n".join(parts)
