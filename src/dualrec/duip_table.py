@@ -119,7 +119,7 @@ def run_table(protocol: str, stage1_run: Path, duip_runs: dict[str, Path], max_u
         label = duip_label(model.config.to_dict(), model.history, windows)
         score_row(key, label, model, run_cfg, prepared, cases, base_ranks, n_full, out_dir,
                   {**digest, "run": str(run), "learning_curve": model.history,
-                   "gate": float(model.net.gate) if model.config.init == "residual" else None})
+                   "gate": model.net.gate.item() if model.config.init == "residual" else None})
         model.close()
 
 
