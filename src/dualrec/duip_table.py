@@ -47,6 +47,9 @@ def commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+COMMIT = commit()   # once, at import: the code that runs is the code imported now, whatever is committed meanwhile
+
+
 def duip_label(config: dict, history: list[dict], windows: int) -> str:
     """What a DUIP run is, from its saved config and training history: start, LM and its mode, prompt, budget."""
     c = config
@@ -76,7 +79,7 @@ def score_row(key: str, label: str, model, cfg, prepared, cases, stage1_ranks: n
     scored = len(cases)
     record["label"] = label + ("" if scored == n_full else f" [{scored:,} of {n_full:,} test cases]")
     record["row"] = key
-    record["commit"] = commit()
+    record["commit"] = COMMIT
     record["wall_s"] = time.perf_counter() - start
     record.update(extra or {})
     path = out_dir / cfg.evaluation.protocol / (f"{key}@{scored}.json" if scored != n_full else f"{key}.json")
