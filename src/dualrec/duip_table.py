@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from dualrec.evaluation.bootstrap import paired_bootstrap
 from dualrec.evaluation.report import markdown_table
 from dualrec.llm.table import docs_block, weights_digest, write_docs
 from dualrec.models import build_model
+from dualrec.models.duip import DUIPConfig
 
 PROTOCOLS = ("chrono", "strict")
 COLUMNS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@1", "NDCG@5", "NDCG@10", "NDCG@20")
@@ -50,15 +52,20 @@ def commit() -> str:
 COMMIT = commit()   # once, at import: the code that runs is the code imported now, whatever is committed meanwhile
 
 
-def duip_label(config: dict, history: list[dict], windows: int) -> str:
-    """What a DUIP run is, from its saved config and training history: start, LM and its mode, prompt, budget."""
-    c = config
+def duip_label(model_section: dict, history: list[dict], windows: int) -> str:
+    """What a DUIP run is, from its config's model section and training history: start, LM and its mode, prompt,
+    budget."""
+    c = DUIPConfig.from_dict({k: v for k, v in model_section.items() if k != "name"}).to_dict()
     lm = "Gemma 3 270M" if c["lm"] == "embedded" else c["lm"]
     if c.get("lm_layers"):
         lm += f" (first {c['lm_layers']} blocks)"
     lm += f", {c['lm_mode']}" + (f" r={c['lora_r']}" if c["lm_mode"] == "lora" else "")
     soft = f"{c['soft_tokens']} soft tokens" if c["soft_tokens"] else "no soft prompt"
-    start = "residual on Stage 1" if c.get("init") == "residual" else "cold start"
+    if c["init"] == "residual":
+        start = "residual on Stage 1" + (" (LSTM tuned too)" if c["train_encoder"] else "") + (
+            f" + branch loss x{c['branch_loss_weight']:g}" if c["branch_loss_weight"] else "")
+    else:
+        start = "cold start" + (" from a trained LSTM" if c["lstm_run"] else "")
     trained = sum(round(h["rows_per_s"] * h["seconds"]) for h in history)
     return (f"DUIP, {start}, {lm}, {soft}, {c['prompt_items']} title(s); {trained:,} of {windows:,} "
             f"training windows")
@@ -119,9 +126,9 @@ def run_table(protocol: str, stage1_run: Path, duip_runs: dict[str, Path], max_u
         base_ranks = np.asarray(base["per_user"]["ranks"][:len(cases)])
         windows = len(model.training_windows(prepared.split.train)[1]) if model.config.max_windows is None else \
             model.config.max_windows
-        label = duip_label(model.config.to_dict(), model.history, windows)
+        label = duip_label(run_cfg.model, model.history, windows)
         score_row(key, label, model, run_cfg, prepared, cases, base_ranks, n_full, out_dir,
-                  {**digest, "run": str(run), "learning_curve": model.history,
+                  {**digest, "run": str(run), "learning_curve": model.history, "training_windows": windows,
                    "gate": model.net.gate.item() if model.config.init == "residual" else None})
         model.close()
 
@@ -152,6 +159,12 @@ def render(out_dir: Path) -> dict[str, str]:
                       key=lambda r: ({"duip-mostpop": 0, "duip-stage1": 1}.get(r["row"], 2), r["row"]))
         if not recs:
             continue
+        for r in recs:   # a DUIP row's label is the current labelling of its own config and curve
+            if r["row"] not in BASELINES:
+                windows = r.get("training_windows") or int(re.search(r"of ([\d,]+) training windows",
+                                                                     r["label"]).group(1).replace(",", ""))
+                sample = r["label"][r["label"].index(" ["):] if " [" in r["label"] else ""
+                r["label"] = duip_label(r["config"]["model"], r["learning_curve"], windows) + sample
         parts = [f"**Protocol `{protocol}`** ({recs[0]['protocol_note']}).\n", markdown_table(recs, COLUMNS)]
         lines = []
         for r in recs:
