@@ -68,7 +68,7 @@ def duip_label(model_section: dict, history: list[dict], windows: int) -> str:
         start = "cold start" + (" from a trained LSTM" if c["lstm_run"] else "")
     trained = sum(round(h["rows_per_s"] * h["seconds"]) for h in history)
     return (f"DUIP, {start}, {lm}, {soft}, {c['prompt_items']} title(s); {trained:,} of {windows:,} "
-            f"training windows")
+            f"training windows, lr {c['lr']:g}")
 
 
 def score_row(key: str, label: str, model, cfg, prepared, cases, stage1_ranks: np.ndarray | None,
