@@ -27,4 +27,8 @@ table --protocol chrono --stage1 runs/lstm-all-chrono --duip duip-ablation-branc
   --duip duip-ablation-nosoft=runs/duip-chrono-nosoft --duip duip-ablation-cold=runs/duip-chrono-cold \
   --max-users duip-ablation-branch-loss=3000 --max-users duip-ablation-8k=3000 --max-users duip-ablation-lora=3000 \
   --max-users duip-ablation-nosoft=3000 --max-users duip-ablation-cold=3000
+train --protocol chrono --set model.branch_loss_weight=1.0 --set model.lr=0.003 --set model.epochs=16 \
+  --out runs/duip-chrono-branch-lr3e-3
+table --protocol chrono --stage1 runs/lstm-all-chrono --duip duip-ablation-branch-loss-lr3e-3=runs/duip-chrono-branch-lr3e-3 \
+  --max-users duip-ablation-branch-loss-lr3e-3=3000
 $PY -m dualrec.duip_table --render-only --docs
