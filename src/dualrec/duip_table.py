@@ -150,6 +150,18 @@ def curve_table(record: dict) -> str:
             "windows/s |\n|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(lines) + "\n")
 
 
+def current_label(record: dict) -> str:
+    """A DUIP row's label re-derived from its own config and curve (records written before a relabelling too);
+    a baseline's as recorded."""
+    r = record
+    if r["row"] in BASELINES:
+        return r["label"]
+    windows = r.get("training_windows") or int(re.search(r"of ([\d,]+) training windows",
+                                                         r["label"]).group(1).replace(",", ""))
+    sample = r["label"][r["label"].index(" ["):] if " [" in r["label"] else ""
+    return duip_label(r["config"]["model"], r["learning_curve"], windows) + sample
+
+
 def render(out_dir: Path) -> dict[str, str]:
     """``{protocol: Markdown}``: the rows, their intervals against Stage 1, and each DUIP run's learning curve."""
     blocks = {}
@@ -159,12 +171,8 @@ def render(out_dir: Path) -> dict[str, str]:
                       key=lambda r: ({"duip-mostpop": 0, "duip-stage1": 1}.get(r["row"], 2), r["row"]))
         if not recs:
             continue
-        for r in recs:   # a DUIP row's label is the current labelling of its own config and curve
-            if r["row"] not in BASELINES:
-                windows = r.get("training_windows") or int(re.search(r"of ([\d,]+) training windows",
-                                                                     r["label"]).group(1).replace(",", ""))
-                sample = r["label"][r["label"].index(" ["):] if " [" in r["label"] else ""
-                r["label"] = duip_label(r["config"]["model"], r["learning_curve"], windows) + sample
+        for r in recs:
+            r["label"] = current_label(r)
         parts = [f"**Protocol `{protocol}`** ({recs[0]['protocol_note']}).\n", markdown_table(recs, COLUMNS)]
         lines = []
         for r in recs:
@@ -205,7 +213,7 @@ def verdict(out_dir: Path) -> dict[str, str]:
             said.append(f"{m} {ci['delta'][m]:+.4f} [{lo:+.4f}, {hi:+.4f}] ({shown})")
         metrics = {k: v["metrics"] for k, v in r.items()}
         blocks[protocol] = (
-            f"`{protocol}`, {r['duip']['counts']['users']:,} test cases: {r['duip']['label']}: HR@1 "
+            f"`{protocol}`, {r['duip']['counts']['users']:,} test cases: {current_label(r['duip'])}: HR@1 "
             f"{metrics['duip']['HR@1']:.4f}, NDCG@10 {metrics['duip']['NDCG@10']:.4f}; Stage 1 "
             f"{metrics['duip-stage1']['HR@1']:.4f} / {metrics['duip-stage1']['NDCG@10']:.4f}; MostPop "
             f"{metrics['duip-mostpop']['HR@1']:.4f} / {metrics['duip-mostpop']['NDCG@10']:.4f}. DUIP minus Stage 1 "
