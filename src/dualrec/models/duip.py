@@ -74,9 +74,8 @@ class DUIPConfig(NeuralConfig):
     # the sequence encoder: DUALRec's Stage-1 LSTM, built fresh from these LSTMConfig options or loaded from a run
     lstm: dict = field(default_factory=dict)
     lstm_run: str | None = None     # a saved `lstm` model folder (runs/<x>/model) to initialise the encoder from
-    # cold: the paper's DUIP, the item head alone scores (from random/title-embedding weights);
-    # residual: scores = Stage-1 LSTM logits + gate * LM logits, gate starting at 0 (ranks as Stage 1 at step 0)
-    init: str = "cold"
+    init: str = "cold"              # cold: the item head alone scores (the paper) | residual: Stage-1 LSTM
+                                    # logits + gate x LM logits, gate 0 at start (ranks as Stage 1 at step 0)
     train_encoder: bool = True      # False: the LSTM's weights stay as loaded, in eval mode (no dropout): under
                                     # residual, training then moves the ranking only by what f, the LM and its head add
     branch_loss_weight: float = 0.0  # residual: + this x cross-entropy of the LM branch alone, so f and the head
