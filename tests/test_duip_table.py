@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from dualrec.duip_table import current_label, render, verdict
+from dualrec.duip_table import current_label, record_text, render, verdict
 from dualrec.evaluation.bootstrap import paired_bootstrap
 
 CURVE = [{"epoch": 1, "train_loss": 4.6, "val_loss": 5.1, "val_top1": 0.02, "val_ndcg10": 0.16, "rows_per_s": 20.0,
@@ -55,3 +55,11 @@ def test_rows_intervals_labels_curve_and_verdict(tmp_path):
     said = verdict(tmp_path)["chrono"]
     assert said.startswith(f"`chrono`, 400 test cases: {label}: HR@1 ")
     assert "no difference shown" in said and "0.0100" in said
+
+
+def test_record_text_reads_back_the_same_and_keeps_per_case_lists_on_one_line():
+    ranks = list(range(-1, 5000))
+    record = {"row": "duip", "metrics": {"HR@1": 0.5}, "per_user": {"users": ranks, "cases": ranks, "ranks": ranks}}
+    text = record_text(record)
+    assert json.loads(text) == record
+    assert len(text.splitlines()) == 11     # {, row, metrics {, HR@1, }, per_user {, 3 lists, }, }

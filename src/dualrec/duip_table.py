@@ -71,6 +71,17 @@ def duip_label(model_section: dict, history: list[dict], windows: int) -> str:
             f"training windows, lr {c['lr']:g}")
 
 
+def record_text(record: dict) -> str:
+    """The record as JSON, one field a line, with the long per-case lists of ``per_user`` on one line each (a
+    chrono record has 33,012 cases: one number a line would be 100,000 lines)."""
+    head = json.dumps({k: v for k, v in record.items() if k != "per_user"}, indent=1, default=str)
+    if "per_user" not in record:
+        return head
+    lists = ",\n".join(f'  {json.dumps(k)}: {json.dumps(v, separators=(",", ":"))}'
+                        for k, v in record["per_user"].items())
+    return head[:-2] + ',\n "per_user": {\n' + lists + "\n }\n}"
+
+
 def score_row(key: str, label: str, model, cfg, prepared, cases, stage1_ranks: np.ndarray | None,
               n_full: int, out_dir: Path, extra: dict | None = None) -> dict:
     """Evaluate one model on ``cases``, write its record, return it."""
@@ -91,7 +102,7 @@ def score_row(key: str, label: str, model, cfg, prepared, cases, stage1_ranks: n
     record.update(extra or {})
     path = out_dir / cfg.evaluation.protocol / (f"{key}@{scored}.json" if scored != n_full else f"{key}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, default=str))
+    path.write_text(record_text(record))
     print(f"{path}: " + ", ".join(f"{m}={record['metrics'][m]:.4f}" for m in ("HR@1", "HR@10", "NDCG@10"))
           + (f"; vs Stage 1 NDCG@10 {record['ci']['delta']['NDCG@10']:+.4f} {record['ci']['delta_NDCG@10']}"
              if "ci" in record else ""), flush=True)
