@@ -164,3 +164,61 @@ def test_encoder_starts_from_a_trained_lstm_run(top100, tmp_path):
     other.catalog = ds.catalog.subset(ds.catalog.ids[:50])
     with pytest.raises(ValueError, match="different catalog"):
         other._encoder()
+
+
+@pytest.mark.slow
+def test_residual_start_ranks_exactly_as_its_stage1_lstm_then_learns_the_gate(top100, tmp_path):
+    """``init="residual"``: scores = Stage-1 logits + gate * LM logits, gate 0 at start, so before any step DUIP's
+    top-20 lists are the trained LSTM's on real held-out histories; one step moves the gate (the LM's logits get
+    a gradient), and the LM's item head only starts learning once the gate is non-zero; with ``train_encoder=False``
+    the LSTM keeps its trained weights and stays in eval mode (no dropout on Stage 1's logits) while DUIP trains."""
+    ds, split = top100
+    lstm = build_model("lstm", {"max_windows": 256, "epochs": 1, "min_len": 5, "progress": False})
+    path = lstm.fit(split.train, ds.catalog).save(tmp_path / "lstm")
+    m = _built(ds.catalog, split.train, lm_mode="frozen", lstm_run=str(path), init="residual", train_encoder=False)
+    assert m.net.gate.item() == 0.0
+    m.net.eval()
+    histories = split.test.histories[:40]
+    ours, stage1 = m.recommend(histories, 20), lstm.recommend(histories, 20)
+    for a, b in zip(ours.items, stage1.items):
+        np.testing.assert_array_equal(a, b)
+    head_before = m.net.item_head.weight.detach().clone()
+    _one_step(m, split.train)
+    assert not m.net.encoder.training and m.net.soft_map.training
+    assert torch.equal(m.net.encoder.lstm2.weight_hh_l0, lstm.net.lstm2.weight_hh_l0)
+    assert m.net.gate.item() != 0.0
+    assert torch.equal(m.net.item_head.weight, head_before)  # its gradient was gate (0) x ...
+    _one_step(m, split.train)
+    assert not torch.equal(m.net.item_head.weight, head_before)
+    cold = _built(ds.catalog, split.train, lm_mode="frozen", lstm_run=str(path))
+    assert not hasattr(cold.net, "gate") and not hasattr(cold.net.encoder, "head")
+
+
+@pytest.mark.slow
+def test_gpt2_architecture_path_trains_in_learning_curve_epochs_and_scores(top100, tmp_path):
+    """The command documented for a GPU with GPT-2, on CPU with a tiny GPT-2: LoRA on `c_attn`, `lm_layers` cut
+    to 1 block, two `epoch_rows` epochs of 32 windows each validated (the learning curve), then full rankings."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    ds, split = top100
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    bpe.train_from_iterator(ds.catalog.items["title"].tolist() + ["Movies I watched recently:"],
+                            trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    folder = tmp_path / "gpt2-tiny"
+    tok.save_pretrained(folder)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=2, n_embd=64, n_head=2, n_positions=256,
+                               bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(folder)
+    model = build_model("duip", {**SMALL, "lm": str(folder), "lm_mode": "lora", "lora_targets": ["c_attn"],
+                                 "lm_layers": 1, "max_windows": None, "epoch_rows": 32, "epochs": 2,
+                                 "batch_size": 16})
+    model.fit(split.train, ds.catalog, valid=split.valid)
+    assert len(model.net.lm.get_decoder().h) == 1
+    assert [h["epoch"] for h in model.history] == [1, 2]
+    assert all(round(h["rows_per_s"] * h["seconds"]) == 32 and "val_ndcg10" in h for h in model.history)
+    recs = model.recommend(split.test.histories[:8], 10)
+    assert all(len(items) == 10 and not np.isin(items, h).any() for items, h in zip(recs.items,
+                                                                                    split.test.histories[:8]))

@@ -67,6 +67,10 @@ def test_load_ranks_from_predictions_and_records(tmp_path):
     rec = tmp_path / "r.json"
     rec.write_text(json.dumps({"metrics": {}, "per_user": {"users": [1, 2], "ranks": [0, -1]}}))
     assert load_ranks(rec) == {1: 0, 2: MISS}
+    # chrono: user 1 has two test cases; the case index is the key, so neither is lost
+    rec.write_text(json.dumps({"metrics": {}, "per_user": {"users": [1, 1, 2], "cases": [0, 1, 2],
+                                                           "ranks": [0, 4, -1]}}))
+    assert load_ranks(rec) == {0: 0, 1: 4, 2: MISS}
     rec.write_text(json.dumps({"metrics": {}}))
     with pytest.raises(ValueError, match="no per_user ranks"):
         load_ranks(rec)

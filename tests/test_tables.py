@@ -105,22 +105,23 @@ def test_rows_on_other_stage1_weights_are_flagged(tmp_path, ml1m_small):
 def test_committed_results_md_shows_the_committed_records(tmp_path):
     """docs/results.md's generated tables are exactly what `dualrec table render` makes of the committed records: a
     record re-made without re-rendering, or a table edited by hand, fails here; so does `--check` on such a page."""
-    doc = (REPO / "docs" / "results.md").read_text()
     for section in pages.SECTIONS:
+        doc = (REPO / section.page).read_text()
         blocks = section.render(REPO / section.folder)
         assert blocks, f"no records for section {section.name} under {section.folder}"
         for protocol, text in blocks.items():
             assert pages.docs_block(protocol, text, section.name) in doc, \
-                f"docs/results.md's {section.name} {protocol} table differs from {section.folder}/: re-render it"
+                f"{section.page}'s {section.name} {protocol} table differs from {section.folder}/: re-render it"
+    doc = (REPO / "docs" / "results.md").read_text()
     same = CliRunner().invoke(app, ["table", "render", "--root", str(REPO), "--docs", str(REPO / "docs" / "results.md"),
                                     "--check"])
-    assert same.exit_code == 0 and "matches its records" in same.output
+    assert same.exit_code == 0 and "pages match their records" in same.output
     edited = tmp_path / "results.md"
     edited.write_text(doc.replace("| LSTM alone (Stage 1) |", "| LSTM alone (Stage 1, edited) |", 1))
     check = CliRunner().invoke(app, ["table", "render", "--root", str(REPO), "--docs", str(edited), "--check"])
     assert check.exit_code == 2 and "differs from its records" in check.output
     unknown = CliRunner().invoke(app, ["table", "render", "--docs", str(edited), "--section", "nope"])
-    assert unknown.exit_code == 2 and "unknown results.md section 'nope'" in unknown.output
+    assert unknown.exit_code == 2 and "unknown docs section 'nope'" in unknown.output
 
 
 def test_a_fusion_row_records_its_weights_interval_and_per_user_ranks(tmp_path, ml1m_small):

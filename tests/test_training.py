@@ -148,6 +148,20 @@ def test_global_batches_split_one_permutation_between_ranks():
     assert list(s) != one
 
 
+def test_epoch_rows_walk_through_one_permutation_after_another():
+    """``epoch_rows=4`` on 10 rows: epochs 0-1 and the first half of epoch 2 are the seed's permutation, the rest
+    of epoch 2 and then epochs 3-4 the next seed's; every epoch is 4 rows in batches of at most 3."""
+    s = GlobalBatches(10, 3, seed=1, epoch_rows=4)
+    epochs = []
+    for e in range(5):
+        s.set_epoch(e)
+        epochs.append([i for b in s for i in b])
+        assert [len(b) for b in s] == [3, 1]
+    perm = [torch.randperm(10, generator=torch.Generator().manual_seed(seed)).tolist() for seed in (1, 2)]
+    assert sum(epochs, []) == perm[0] + perm[1]
+    assert len(s) == 2
+
+
 def test_precision_names():
     assert lightning_precision("32", "cpu") == "32-true" and lightning_precision("bf16", "cpu") == "bf16-mixed"
     assert lightning_precision("auto", "cpu") == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")

@@ -612,33 +612,69 @@ def table_run(protocol: str = typer.Option("paper", help="paper | strict"),
              tuple(overrides or ()))
 
 
+@table_app.command("duip")
+def table_duip(protocol: str = typer.Option(..., help="chrono | strict"),
+               stage1: Path = typer.Option(..., help="The Stage-1 LSTM run folder of this protocol (runs/<x>)."),
+               duip: Optional[list[str]] = typer.Option(None, "--duip", help="KEY=RUN: a DUIP run folder and its "
+                                                        "row (repeatable)."),
+               max_users: Optional[list[str]] = typer.Option(None, "--max-users", help="KEY=N: that row on the "
+                                                             "first N test cases only (its label says so)."),
+               data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt,
+               out: Path = typer.Option(Path("results"), help="Records go to OUT/PROTOCOL/ROW.json.")):
+    """Score MostPop, the Stage-1 LSTM and DUIP runs on every test case into records (docs/results.md, section
+    duip, and the verdict of docs/duip.md are rendered from them by `dualrec table render`).
+
+    Example: dualrec table duip --protocol chrono --stage1 runs/lstm-all-chrono --duip duip=runs/duip-chrono
+    """
+    from dualrec.duip_rows import PROTOCOLS, run_table
+
+    if protocol not in PROTOCOLS:
+        _fail(f"--protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    try:
+        runs = {k: Path(v) for k, v in (item.split("=", 1) for item in duip or [])}
+        caps = {k: int(v) for k, v in (item.split("=", 1) for item in max_users or [])}
+    except ValueError:
+        _fail("--duip takes KEY=RUN and --max-users KEY=N")
+    if set(caps) - set(runs):
+        _fail(f"--max-users names rows that are not given with --duip: {sorted(set(caps) - set(runs))}")
+    try:
+        run_table(protocol, stage1, runs, caps, str(data_dir) if data_dir else None,
+                  str(ratings) if ratings else None, out)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+
+
 @table_app.command("render")
-def table_render(section: Optional[list[str]] = typer.Option(None, "--section", help="A results.md section "
-                                                             "(repeatable; default: every generated one)."),
+def table_render(section: Optional[list[str]] = typer.Option(None, "--section", help="A generated docs section "
+                                                             "(repeatable; default: every one)."),
                  protocol: Optional[str] = typer.Option(None, help="Only this protocol's tables."),
-                 docs: Path = typer.Option(Path("docs/results.md"), help="The page the tables go into."),
-                 root: Path = typer.Option(Path("."), help="The repository root the records folders are under."),
-                 check: bool = typer.Option(False, help="Write nothing; fail (exit 2) if the page differs from its records.")):
-    """Render docs/results.md's generated tables from the committed result records (the text around them stays).
+                 root: Path = typer.Option(Path("."), help="The repository root: records and pages are under it."),
+                 docs: Optional[Path] = typer.Option(None, help="Write docs/results.md's sections into this page "
+                                                                "instead."),
+                 check: bool = typer.Option(False, help="Write nothing; fail (exit 2) if a page differs from its "
+                                                        "records.")):
+    """Render the docs' generated tables (docs/results.md, docs/duip.md) from the committed result records; the
+    text around them stays.
 
     Example: dualrec table render --section ranker
     """
-    from dualrec.tables.docs import render_docs
+    from dualrec.tables.docs import RESULTS_PAGE, pages, render_docs
 
-    if not docs.exists():
-        _fail(f"{docs}: no such page")
-    before = docs.read_text()
     try:
-        after = render_docs(root, before, section, protocol)
+        chosen = pages(section)
+        for page in chosen:
+            path = docs if docs is not None and page == RESULTS_PAGE else root / page
+            if not path.exists():
+                _fail(f"{path}: no such page")
+            before = path.read_text()
+            after = render_docs(root, before, section, protocol, page)
+            if check and after != before:
+                _fail(f"{path} differs from its records: run `dualrec table render` and commit the page")
+            if not check:
+                path.write_text(after)
     except ValueError as exc:
         _fail(str(exc))
-    if check:
-        if after != before:
-            _fail(f"{docs} differs from its records: run `dualrec table render` and commit the page")
-        typer.echo(f"{docs} matches its records")
-    else:
-        docs.write_text(after)
-        typer.echo(f"rendered {docs} from the records under {root}")
+    typer.echo(("pages match their records: " if check else "rendered from the records: ") + ", ".join(chosen))
 
 
 if __name__ == "__main__":

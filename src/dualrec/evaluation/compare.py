@@ -2,9 +2,11 @@
 
 * predictions (``dualrec predict``): JSON lines with ``user``, ``target`` (list of ids) and ``items`` (ranked ids);
 * a result record (``results/<protocol>/<row>.json``) that carries ``per_user``: ``{"users": [...], "ranks": [...]}``
-  (0-based rank of the first hit, -1 for none; written by the results table command).
+  (0-based rank of the first hit, -1 for none; written by the results table command). Under ``chrono`` a user
+  has several test cases: such a record also lists ``cases`` (the case's index in the test split), which is then
+  the key.
 
-Both give ``{user: rank}``, so :func:`dualrec.evaluation.bootstrap.paired_bootstrap` can compare any two runs on
+Both give ``{user (or case): rank}``, so :func:`dualrec.evaluation.bootstrap.paired_bootstrap` can compare any two runs on
 the users they share.
 """
 
@@ -32,7 +34,8 @@ def load_ranks(path: str | Path) -> dict[int, int]:
         if not per_user:
             raise ValueError(f"{path}: this result record has no per_user ranks; re-run it, or compare the "
                              f"`dualrec predict` files of the two runs")
-        return dict(zip((int(u) for u in per_user["users"]), (int(r) for r in per_user["ranks"])))
+        keys = per_user.get("cases", per_user["users"])
+        return dict(zip((int(k) for k in keys), (int(r) for r in per_user["ranks"])))
     users, items, targets = [], [], []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

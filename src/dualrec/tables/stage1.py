@@ -11,15 +11,17 @@ COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@10", "MRR@20")
 
 
 def label(record: dict) -> str:
-    """A table row's Stage 1 is named by its weights (the digest its table's rows share); a record written by
-    ``dualrec evaluate`` by its recipe."""
-    if record.get("row"):
-        sample = record["label"][record["label"].index(" ["):] if " [" in record["label"] else ""
+    """The Stage 1 of a DUALRec or ranker table is named by its weights (the digest its table's rows share); a
+    record with a label of its own keeps it; one written by ``dualrec evaluate`` is named by its recipe."""
+    sample = record["label"][record["label"].index(" ["):] if " [" in record.get("label", "") else ""
+    if record.get("row") == "lstm":
         return f"the Stage 1 of that folder's table rows (weights {record.get('stage1_digest', 'not recorded')})" \
             + sample
-    model = record["config"]["model"]
+    if record.get("label"):
+        return record["label"]
     if record["model"] != "lstm":
         return record["model"]
+    model = record["config"]["model"]
     return f"LSTM, targets: {model.get('targets', 'last')}, at most {model.get('epochs')} epochs" + (
         f", patience {model['patience']}" if model.get("patience") else "")
 
