@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from dualrec.config import DataConfig, EvalConfig, ExperimentConfig, _typed
+from dualrec.utils import source_commit
 
 # The DUALRec paper's table (copied by its authors from the DUIP paper, i.e. measured under DUIP's protocol):
 # model -> (HR@1, HR@5, NDCG@5). See ../shared/docs/paper-notes.md.
@@ -66,6 +67,7 @@ class BenchmarkConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 42
     out: str = "results/paper-table"
+    runs: str | None = None    # where the trained run folders go; default ``<out>/runs``
     tune_metric: str = "NDCG@10"
     quick: QuickConfig = field(default_factory=QuickConfig)
 
@@ -90,6 +92,7 @@ class BenchmarkConfig:
         return cls(models=models, protocols=list(raw.get("protocols", ["strict", "paper"])),
                    data=_typed(DataConfig, raw.get("data")), evaluation=_typed(EvalConfig, raw.get("evaluation")),
                    seed=int(raw.get("seed", 42)), out=str(raw.get("out", "results/paper-table")),
+                   runs=raw.get("runs"),
                    tune_metric=str(raw.get("tune_metric", "NDCG@10")), quick=_typed(QuickConfig, raw.get("quick")))
 
     def select(self, names: list[str] | None) -> "BenchmarkConfig":
@@ -160,8 +163,8 @@ def run_benchmark(cfg: BenchmarkConfig, quick: bool = False, force: bool = False
                     print(f"[{protocol}] {entry['name']}: kept {path} (use --force to re-run)")
                 records[protocol].append(json.loads(path.read_text()))
                 continue
-            record = run_one(entry, evaluation, cfg, prepared, out / "runs" / protocol / entry["name"], quick,
-                             progress)
+            runs = Path(cfg.runs) if cfg.runs and not quick else out / "runs"
+            record = run_one(entry, evaluation, cfg, prepared, runs / protocol / entry["name"], quick, progress)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record, indent=2))
             records[protocol].append(record)
@@ -207,6 +210,10 @@ def run_one(entry: dict, evaluation: EvalConfig, cfg: BenchmarkConfig, prepared,
     result = ex.run_evaluation(chosen, model, prepared, "test", progress)
     record = ex.result_record(chosen, model, prepared, result, "test")
     record["timings"]["users_per_s"] = result.counts["users"] / max(result.timings["total_s"], 1e-9)
+    record["commit"] = source_commit()
+    record["run_dir"] = str(run_dir)
+    record["history"] = getattr(model, "history", [])
+    record["per_user"] = {"users": result.cases.users.tolist(), "ranks": result.ranks.tolist()}
     record["tuning"] = tuning
     record["quick"] = quick
     opts = chosen.model

@@ -339,6 +339,7 @@ def serve(model: Optional[Path] = typer.Option(None, "--model", help="Run folder
 def benchmark(config: Path = typer.Option(Path("configs/paper-table.yaml"), "--config", "-c",
                                           help="Benchmark YAML: models, protocols, data, metrics."),
               models: Optional[str] = typer.Option(None, help="Comma-separated subset of the config's models."),
+              protocols: Optional[str] = typer.Option(None, help="Comma-separated subset of the config's protocols."),
               quick: bool = typer.Option(False, "--quick", help="Every model on a small sample (smoke test)."),
               force: bool = typer.Option(False, "--force", help="Re-run models whose result JSON exists."),
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: the config's)."),
@@ -358,7 +359,8 @@ def benchmark(config: Path = typer.Option(Path("configs/paper-table.yaml"), "--c
         _fail(str(exc))
     data = dataclasses.replace(cfg.data, **{k: str(v) for k, v in (("data_dir", data_dir), ("ratings", ratings))
                                             if v is not None})
-    cfg = dataclasses.replace(cfg, data=data, out=str(out) if out else cfg.out + ("-quick" if quick else ""))
+    cfg = dataclasses.replace(cfg, data=data, out=str(out) if out else cfg.out + ("-quick" if quick else ""),
+                              protocols=[p.strip() for p in protocols.split(",")] if protocols else cfg.protocols)
     try:
         records = run_benchmark(cfg, quick=quick, force=force)
     except (FileNotFoundError, ValueError) as exc:
