@@ -186,6 +186,7 @@ def run_one(entry: dict, evaluation: EvalConfig, cfg: BenchmarkConfig, prepared,
         return ExperimentConfig(model={"name": entry["name"], **opts}, data=cfg.data, evaluation=evaluation,
                                 seed=cfg.seed)
 
+    commit = source_commit()   # before the fit: the code that trains, whatever is committed meanwhile
     candidates = candidate_options(entry, cfg.quick if quick else None)
     tuning = []
     if len(candidates) == 1:
@@ -210,7 +211,7 @@ def run_one(entry: dict, evaluation: EvalConfig, cfg: BenchmarkConfig, prepared,
     result = ex.run_evaluation(chosen, model, prepared, "test", progress)
     record = ex.result_record(chosen, model, prepared, result, "test")
     record["timings"]["users_per_s"] = result.counts["users"] / max(result.timings["total_s"], 1e-9)
-    record["commit"] = source_commit()
+    record["commit"] = commit
     record["run_dir"] = str(run_dir)
     record["history"] = getattr(model, "history", [])
     record["per_user"] = {"users": result.cases.users.tolist(), "ranks": result.ranks.tolist()}

@@ -140,10 +140,14 @@ class NeuralRecommender(ScoringRecommender):
 
     def training_step(self, xb, yb):
         """``(logits, loss)`` for one batch: the mean cross-entropy on the next item over every real target,
-        ``logits [B, n_items]`` for ``yb [B]`` (``last``) or ``[B, L, n_items]`` for ``yb [B, L]`` (``all``).
+        ``logits [B, n_items]`` for ``yb [B]`` (``last``) or, for ``yb [B, L]`` (``all``), ``[M, n_items]`` at the
+        ``M`` real targets only (padded positions are never scored: about half of a row of 200 is padding).
         A model with an extra loss term (HIDE's disentangling loss, DUIP's title generation) overrides this."""
-        logits = self.net.positions(xb) if yb.dim() == 2 else self.net(xb)
-        return logits, F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), ignore_index=IGNORE)
+        if yb.dim() == 2:
+            real = yb != IGNORE
+            return (logits := self.net.positions(xb, real)), F.cross_entropy(logits, yb[real])
+        logits = self.net(xb)
+        return logits, F.cross_entropy(logits, yb)
 
     # ---- inference -----------------------------------------------------------------------------------------
 
@@ -171,6 +175,12 @@ class NeuralRecommender(ScoringRecommender):
         self.net.to(self.device).eval()
         hist = path / "history.json"
         self.history = json.loads(hist.read_text()) if hist.exists() else []
+
+
+def at(states, where=None):
+    """``states [B, L, d]`` at the positions ``where [B, L]`` marks, ``[M, d]``; all of them when ``where`` is None.
+    A network's ``positions(rows, where)`` scores only there: the loss never needs a padded position's logits."""
+    return states if where is None else states[where]
 
 
 def training_curves(history: list[dict], path: str | Path, paper: dict | None = None) -> Path:

@@ -111,7 +111,10 @@ def lightning_precision(precision: str, device: str) -> str:
 
 
 def flat_targets(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits [M, n], targets [M])`` of the real targets: one per row (``y [B]``) or per position (``[B, L]``)."""
+    """``(logits [M, n], targets [M])`` of the real targets: one per row (``y [B]``) or per position (``[B, L]``,
+    with ``logits`` at every position or already at the real targets only)."""
+    if logits.dim() == 2 and y.dim() == 2:
+        return logits, y[y != IGNORE]
     logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
     real = y != IGNORE
     return logits[real], y[real]

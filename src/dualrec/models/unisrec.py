@@ -76,7 +76,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dualrec.data.catalog import Catalog
-from dualrec.models.neural import NeuralConfig, NeuralRecommender
+from dualrec.models.neural import NeuralConfig, NeuralRecommender, at
 from dualrec.models.sasrec import RandDropout, attention_blocks, run_blocks
 
 
@@ -209,7 +209,7 @@ class UniSRecNet(nn.Module):
         v = self.items()
         return self.scores(self.states(rows, v), v)
 
-    def positions(self, rows):
-        """Scores after every position, ``[B, T, n_items]``."""
+    def positions(self, rows, where=None):
+        """Scores after every position, ``[B, T, n_items]``; with a mask ``where [B, T]`` only there, ``[M, n_items]``."""
         v = self.items()
-        return self.scores(self.states(rows, v, last_only=False), v)
+        return self.scores(at(self.states(rows, v, last_only=False), where), v)
