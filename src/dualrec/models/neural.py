@@ -28,6 +28,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from safetensors.torch import load_file, save_file
 
 from dualrec.data.dataset import Sequences
@@ -185,14 +187,9 @@ def at(states, where=None):
 
 def training_curves(history: list[dict], path: str | Path, paper: dict | None = None) -> Path:
     """Loss and top-1/top-5 accuracy per epoch (train and validation), with the paper's final values dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))   # no pyplot: no global figure state, no GUI backend
+    axes = fig.subplots(1, 3)
     for ax, key, title in zip(axes, ("loss", "top1", "top5"), ("loss", "top-1 accuracy", "top-5 accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
             vals = [h.get(f"{split}_{key}", math.nan) for h in history]
@@ -206,5 +203,4 @@ def training_curves(history: list[dict], path: str | Path, paper: dict | None = 
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
 from dualrec.data.windows import IGNORE
+from dualrec.utils import cpu_has_native_bf16
+
 
 TARGET_MODES = ("last", "all")
 PRECISIONS = ("32", "bf16", "auto")
@@ -103,8 +105,6 @@ def lightning_precision(precision: str, device: str) -> str:
         if device.startswith("cuda"):
             native = torch.cuda.is_bf16_supported()
         else:
-            from dualrec.utils import cpu_has_native_bf16
-
             native = cpu_has_native_bf16()
         precision = "bf16" if native else "32"
     return "bf16-mixed" if precision == "bf16" else "32-true"
