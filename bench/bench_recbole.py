@@ -222,6 +222,18 @@ def run_ours(model: str, folder: Path, split, catalog, budget: float, recbole_nd
             "curve": curve}
 
 
+def markdown(record: dict) -> str:
+    """The record's runs as the Markdown table docs/benchmarks.md shows (``--render-only``)."""
+    lines = ["| library | model | budget s | epochs | s/epoch | test HR@10 | test NDCG@10 | s to RecBole's final |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in record["runs"]:
+        match = r.get("s_to_match_recbole")
+        lines.append(f"| {r['library']} | {r['model']} | {r['budget_s']:.0f} | {r['epochs']:.2f} | "
+                     f"{r['s_per_epoch']:.0f} | {r['test']['HR@10']:.4f} | {r['test']['NDCG@10']:.4f} | "
+                     + ("-" if r["library"] == "recbole" else "never" if match is None else f"{match:.0f}") + " |")
+    return "\n".join(lines) + "\n"
+
+
 def final(curve: list[dict]) -> dict:
     return {"HR@10": curve[-1]["HR@10"], "NDCG@10": curve[-1]["NDCG@10"]}
 
@@ -236,7 +248,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-recbole"), help="atomic files and checkpoints")
     ap.add_argument("--out", type=Path, default=Path("results/bench/recbole.json"))
+    ap.add_argument("--render-only", action="store_true", help="print --out's table and run nothing")
     args = ap.parse_args()
+    if args.render_only:
+        print(markdown(json.loads(args.out.read_text())), end="")
+        return
     torch.set_num_threads(args.threads)
     folder, args.out = args.work.resolve(), args.out.resolve()
     cfg = ExperimentConfig.from_dict({"data": {"name": "ml-1m", "data_dir": args.data_dir, "ratings": args.ratings}})
@@ -269,11 +285,7 @@ def main() -> None:
             runs.append(run)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({**record, "runs": runs}, indent=1))
-    for r in runs:
-        print(f"{r['library']:8s} {r['model']:8s} {r['epochs']:6.2f} epochs, {r['s_per_epoch']:7.1f} s/epoch, test "
-              f"NDCG@10 {r['test']['NDCG@10']:.4f} HR@10 {r['test']['HR@10']:.4f}"
-              + (f", reached RecBole's final in {r['s_to_match_recbole']} s" if r["library"] == "dualrec" else ""))
-
+    print(markdown({"runs": runs}), end="")
 
 if __name__ == "__main__":
     main()
