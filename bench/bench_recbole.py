@@ -10,7 +10,8 @@ What it does, in one process and one run (each model: RecBole's, then ours, one 
 3. trains RecBole's model with RecBole's trainer (its ``_train_epoch`` over its data loader, which makes every
    prefix of a training sequence an instance) and ours with our loop (:mod:`dualrec.models.training`,
    ``targets="all"``), each for ``--budget-s`` seconds of training time; our epochs run whole, and one whose
-   expected length would pass the budget is not started;
+   expected length (the last epoch's) would pass the budget is not started (an epoch slower than the last may end
+   a few seconds past it);
 4. scores both with OUR evaluator (full ranking over the catalog, the user's history excluded: RecBole's own
    full-sort evaluation of sequential models does not exclude it), on the test cases, at ``--points`` moments of
    RecBole's budget and after each of our epochs, with the clock stopped while scoring;
