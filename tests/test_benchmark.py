@@ -119,3 +119,53 @@ def test_each_protocol_gets_its_own_top_items_source(tmp_path):
     assert (filters["strict"]["top_items_from"], filters["chrono"]["top_items_from"]) == ("all", "train")
     assert filters["chrono"]["top_items_time_cuts"] == [976862649, 980998147]
     assert records["chrono"][0]["data"]["split_counts"]["time_cuts"] == [976862649, 980998147]
+
+
+def test_a_record_carries_per_user_ranks_history_commit_and_its_own_name(tmp_path, ml1m_small):
+    """Two runs of one model get two records (``record``); each holds what the bootstrap and a re-score need."""
+    cfg = _config(tmp_path, [{"name": "mostpop", "record": "mostpop-again"}], protocols=["strict"],
+                  runs=str(tmp_path / "runs"))
+    rec = run_benchmark(cfg, progress=False, dataset=ml1m_small)["strict"][0]
+    saved = json.loads((tmp_path / "out" / "strict" / "mostpop-again.json").read_text())
+    assert saved["run_dir"] == str(tmp_path / "runs" / "strict" / "mostpop-again")
+    assert (tmp_path / "runs" / "strict" / "mostpop-again" / "model" / "config.json").exists()
+    users, ranks = saved["per_user"]["users"], saved["per_user"]["ranks"]
+    assert len(users) == len(ranks) == rec["counts"]["users"]
+    hits = [r for r in ranks if 0 <= r < 10]
+    assert len(hits) / len(ranks) == pytest.approx(rec["metrics"]["HR@10"], abs=1e-12)
+    assert saved["commit"] is None or len(saved["commit"].split("+")[0]) == 40
+
+
+def _record(model: str, ndcg10: float, history: list[float], patience=3) -> dict:
+    return {"model": model, "protocol": "strict", "config": {"model": {"name": model, "patience": patience}},
+            "data": {"name": "ml-1m", "fingerprint": "abc", "catalog_items": 1000}, "counts": {"users": 2999},
+            "metrics": {"HR@1": 0.1, "HR@5": 0.25, "HR@10": 0.375, "NDCG@5": 0.2, "NDCG@10": ndcg10},
+            "timings": {"fit_s": 812.4}, "history": [{"epoch": i + 1, "val_ndcg10": v} for i, v in enumerate(history)]}
+
+
+def test_records_table_shows_each_records_numbers_and_the_epoch_validation_kept():
+    from dualrec.benchmark import records_table
+
+    table = records_table([_record("sasrec", 0.23456, [0.1, 0.3, 0.2, 0.25]), _record("mostpop", 0.02, [], None)],
+                          missing=["narm"])
+    assert "ml-1m (abc, 1000 items, 2999 test users)" in table
+    assert "| sasrec | 0.1000 | 0.2500 | 0.3750 | 0.2000 | 0.2346 | 2 / 4 | 812 | - | - | - |" in table
+    assert "| mostpop | 0.1000 | 0.2500 | 0.3750 | 0.2000 | 0.0200 | - | 812 | 0.0004 | 0.0070 | 0.0053 |" in table
+    assert table.rstrip().endswith("Not yet run with this configuration: narm.")
+
+
+def test_results_md_tables_are_the_committed_records_rendered():
+    """docs/results.md's baselines table is `dualrec benchmark --render-only` of the committed records: a record and
+    its table row cannot disagree."""
+    from dualrec.benchmark import render_records
+    from dualrec.tables.docs import docs_markers
+
+    cfg = BenchmarkConfig.load(REPO / "configs" / "paper-table.yaml")
+    cfg = BenchmarkConfig.from_dict({**{"models": cfg.models, "protocols": ["strict"]},
+                                     "out": str(REPO / "results")})
+    doc = (REPO / "docs" / "results.md").read_text()
+    blocks = render_records(cfg)
+    assert blocks, "no committed record of the paper table"
+    for protocol, table in blocks.items():
+        begin, end = docs_markers(protocol, "baselines")
+        assert doc[doc.index(begin) + len(begin):doc.index(end)].strip() == table.strip()

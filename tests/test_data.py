@@ -122,3 +122,26 @@ def test_sequences_are_chronological(ml1m_top1000):
     for i in (0, 100, 2998):
         t = seqs.times[seqs.offsets[i]:seqs.offsets[i + 1]]
         assert np.all(np.diff(t) >= 0)
+
+
+def test_shuffled_order_keeps_each_users_items_in_a_seeded_random_order(ml1m_small):
+    seqs = ml1m_small.sequences()
+    shuffled = ml1m_small.shuffled_order(7).sequences()
+    again = ml1m_small.shuffled_order(7).sequences()
+    assert np.array_equal(shuffled.users, seqs.users) and np.array_equal(shuffled.offsets, seqs.offsets)
+    assert np.array_equal(shuffled.items, again.items)   # seeded
+    for i in range(len(seqs)):
+        assert sorted(shuffled[i].tolist()) == sorted(seqs[i].tolist())
+        if len(seqs[i]) >= 10:   # an identity permutation of 10 items: 1 in 3.6 million
+            assert not np.array_equal(shuffled[i], seqs[i])
+    assert ml1m_small.shuffled_order(7).filters["shuffle_order"] == 7
+    assert not np.array_equal(ml1m_small.shuffled_order(8).sequences().items, shuffled.items)
+
+
+def test_shuffle_order_refuses_a_time_split():
+    from dualrec.config import ExperimentConfig
+    from dualrec.experiment import load_dataset
+
+    cfg = ExperimentConfig.from_dict({"data": {"shuffle_order": True}, "evaluation": {"protocol": "chrono"}})
+    with pytest.raises(ValueError, match="shuffle_order.*chrono"):
+        load_dataset(cfg)

@@ -215,3 +215,20 @@ def test_epoch_line_is_one_readable_sentence():
                                           "0.127), validation NDCG@10 0.1495, 63 s, 5,628 targets/s")
     no_valid = {k: v for k, v in row.items() if not k.startswith("val_")}
     assert epoch_line("gru4rec", no_valid, 3) == "gru4rec epoch 2/3: loss 5.760, top-5 0.081, 63 s, 5,628 targets/s"
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru4rec", "fpmc", "sasrec", "unisrec"])
+def test_positions_where_scores_exactly_the_marked_positions(name, tiny):
+    """Training on every position scores only the real targets: the same logits as scoring every position and
+    picking the real ones, and the same loss."""
+    catalog, split = tiny
+    m = built(name, catalog)
+    m.net.eval()
+    x, y = map(torch.as_tensor, make_chunks(m.encode(split.train.to_list()[:6]), 6, 1, pad=m.pad))
+    real = y != IGNORE
+    assert (~real).any()
+    with torch.no_grad():
+        assert torch.allclose(m.net.positions(x, real), m.net.positions(x)[real], atol=1e-6)
+        logits, loss = m.training_step(x, y)
+        assert logits.shape == (int(real.sum()), len(catalog))
+        assert loss.item() == pytest.approx(F.cross_entropy(m.net.positions(x)[real], y[real]).item(), rel=1e-6)

@@ -36,7 +36,13 @@ from typing import Any
 
 import yaml
 
+from dualrec import experiment as ex
 from dualrec.config import DataConfig, EvalConfig, ExperimentConfig, _typed
+from dualrec.data.dataset import Dataset
+from dualrec.evaluation.protocols import make_split
+from dualrec.evaluation.report import bar_chart, markdown_table
+from dualrec.models import get_model_class
+from dualrec.utils import source_commit
 
 # The DUALRec paper's table (copied by its authors from the DUIP paper, i.e. measured under DUIP's protocol):
 # model -> (HR@1, HR@5, NDCG@5). See ../shared/docs/paper-notes.md.
@@ -66,6 +72,7 @@ class BenchmarkConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 42
     out: str = "results/paper-table"
+    runs: str | None = None    # where the trained run folders go; default ``<out>/runs``
     tune_metric: str = "NDCG@10"
     quick: QuickConfig = field(default_factory=QuickConfig)
 
@@ -90,6 +97,7 @@ class BenchmarkConfig:
         return cls(models=models, protocols=list(raw.get("protocols", ["strict", "paper"])),
                    data=_typed(DataConfig, raw.get("data")), evaluation=_typed(EvalConfig, raw.get("evaluation")),
                    seed=int(raw.get("seed", 42)), out=str(raw.get("out", "results/paper-table")),
+                   runs=raw.get("runs"),
                    tune_metric=str(raw.get("tune_metric", "NDCG@10")), quick=_typed(QuickConfig, raw.get("quick")))
 
     def select(self, names: list[str] | None) -> "BenchmarkConfig":
@@ -103,11 +111,17 @@ class BenchmarkConfig:
         return dataclasses.replace(self, models=[m for m in self.models if m["name"] in names])
 
 
+ENTRY_KEYS = ("name", "record", "tune", "quick")   # a model entry's keys that are not model options
+
+
+def record_name(entry: dict) -> str:
+    """The file stem of an entry's record and run folder: ``record`` (two runs of one model), else the model."""
+    return entry.get("record") or entry["name"]
+
+
 def candidate_options(entry: dict, quick: QuickConfig | None) -> list[dict]:
     """The option dicts to try for one model entry: the product of its ``tune`` grid (one dict if none)."""
-    from dualrec.models import get_model_class
-
-    base = {k: v for k, v in entry.items() if k not in ("name", "tune", "quick")}
+    base = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
     grid = dict(entry.get("tune") or {})
     fields = {f.name for f in dataclasses.fields(get_model_class(entry["name"]).config_class)}
     if quick is not None:
@@ -125,10 +139,6 @@ def candidate_options(entry: dict, quick: QuickConfig | None) -> list[dict]:
 def run_benchmark(cfg: BenchmarkConfig, quick: bool = False, force: bool = False, progress: bool = True,
                   dataset=None) -> dict[str, list[dict]]:
     """Fit and score every listed model under every listed protocol; returns ``{protocol: [records]}``."""
-    from dualrec import experiment as ex
-    from dualrec.data.dataset import Dataset
-    from dualrec.evaluation.protocols import make_split
-
     out = Path(cfg.out)
     base_cfg = ExperimentConfig(data=cfg.data, evaluation=cfg.evaluation, seed=cfg.seed)
 
@@ -154,14 +164,14 @@ def run_benchmark(cfg: BenchmarkConfig, quick: bool = False, force: bool = False
                                          max_users=cfg.quick.max_eval_users if quick else cfg.evaluation.max_users)
         records[protocol] = []
         for entry in cfg.models:
-            path = out / protocol / f"{entry['name']}.json"
+            path = out / protocol / f"{record_name(entry)}.json"
             if path.exists() and not force:
                 if progress:
-                    print(f"[{protocol}] {entry['name']}: kept {path} (use --force to re-run)")
+                    print(f"[{protocol}] {record_name(entry)}: kept {path} (use --force to re-run)")
                 records[protocol].append(json.loads(path.read_text()))
                 continue
-            record = run_one(entry, evaluation, cfg, prepared, out / "runs" / protocol / entry["name"], quick,
-                             progress)
+            runs = Path(cfg.runs) if cfg.runs and not quick else out / "runs"
+            record = run_one(entry, evaluation, cfg, prepared, runs / protocol / record_name(entry), quick, progress)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record, indent=2))
             records[protocol].append(record)
@@ -177,12 +187,11 @@ def run_benchmark(cfg: BenchmarkConfig, quick: bool = False, force: bool = False
 def run_one(entry: dict, evaluation: EvalConfig, cfg: BenchmarkConfig, prepared, run_dir: Path, quick: bool,
             progress: bool) -> dict:
     """Tune on the validation split (if the entry has a grid), then fit/save the chosen model and score the test."""
-    from dualrec import experiment as ex
-
     def experiment(opts: dict) -> ExperimentConfig:
         return ExperimentConfig(model={"name": entry["name"], **opts}, data=cfg.data, evaluation=evaluation,
                                 seed=cfg.seed)
 
+    commit = source_commit()   # before the fit: the code that trains, whatever is committed meanwhile
     candidates = candidate_options(entry, cfg.quick if quick else None)
     tuning = []
     if len(candidates) == 1:
@@ -207,6 +216,10 @@ def run_one(entry: dict, evaluation: EvalConfig, cfg: BenchmarkConfig, prepared,
     result = ex.run_evaluation(chosen, model, prepared, "test", progress)
     record = ex.result_record(chosen, model, prepared, result, "test")
     record["timings"]["users_per_s"] = result.counts["users"] / max(result.timings["total_s"], 1e-9)
+    record["commit"] = commit
+    record["run_dir"] = str(run_dir)
+    record["history"] = getattr(model, "history", [])
+    record["per_user"] = {"users": result.cases.users.tolist(), "ranks": result.ranks.tolist()}
     record["tuning"] = tuning
     record["quick"] = quick
     opts = chosen.model
@@ -219,8 +232,6 @@ def run_one(entry: dict, evaluation: EvalConfig, cfg: BenchmarkConfig, prepared,
 
 
 def write_tables(records: list[dict], out: Path, protocol: str) -> None:
-    from dualrec.evaluation.report import bar_chart, markdown_table
-
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{protocol}.md").write_text(markdown_table(records) + "\n" + timing_table(records))
     bar_chart(records, out / f"{protocol}.png", metrics=CHART_METRICS)
@@ -232,6 +243,46 @@ def timing_table(records: list[dict]) -> str:
         t = r["timings"]
         lines.append(f"| {r.get('label') or r['model']} | {t['fit_s']:.1f} | {t['users_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+TABLE_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
+
+
+def records_table(records: list[dict], missing: list[str] = ()) -> str:
+    """The paper table from its result records, as Markdown: each model's test metrics, the epoch validation kept
+    out of those run, fit seconds and the DUALRec paper's printed HR@1 / HR@5 / NDCG@5 (another protocol and
+    data: context only). ``missing`` names the config's models without a record yet."""
+    protocols = sorted({r["protocol"] for r in records})
+    head = ("| model | " + " | ".join(TABLE_METRICS) + " | kept epoch / run | fit s | paper HR@1 | paper HR@5 "
+            "| paper NDCG@5 |")
+    lines = [f"Protocol: {', '.join(protocols)}. Data: " + ", ".join(sorted(
+        {f"{r['data']['name']} ({r['data']['fingerprint']}, {r['data']['catalog_items']} items, "
+         f"{r['counts']['users']} test users)" for r in records})) + ".", "", head,
+             "|---|" + "---:|" * (len(TABLE_METRICS) + 5)]
+    for r in records:
+        history = r.get("history") or []
+        scored = [h["val_ndcg10"] for h in history if "val_ndcg10" in h]
+        kept = (f"{scored.index(max(scored)) + 1} / {len(history)}" if scored and r["config"]["model"].get("patience")
+                else f"{len(history)} / {len(history)}" if history else "-")
+        paper = PAPER_TABLE.get(r["model"]) or (None, None, None)
+        cells = [f"{r['metrics'][m]:.4f}" for m in TABLE_METRICS] + [kept, f"{r['timings']['fit_s']:.0f}"]
+        cells += [f"{v:.4f}" if v is not None else "-" for v in paper]
+        lines.append(f"| {r.get('label') or r['model']} | " + " | ".join(cells) + " |")
+    if missing:
+        lines += ["", "Not yet run with this configuration: " + ", ".join(missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def render_records(cfg: BenchmarkConfig, out: Path | None = None) -> dict[str, str]:
+    """``{protocol: table}`` from the records of the config's models (none is re-run), found under ``out`` (default
+    ``cfg.out``)."""
+    blocks = {}
+    for protocol in cfg.protocols:
+        paths = [Path(out or cfg.out) / protocol / f"{record_name(m)}.json" for m in cfg.models]
+        records = [json.loads(p.read_text()) for p in paths if p.exists()]
+        if records:
+            blocks[protocol] = records_table(records, [p.stem for p in paths if not p.exists()])
+    return blocks
 
 
 def paper_comparison(records: dict[str, list[dict]]) -> str:

@@ -370,8 +370,13 @@ def serve(model: Optional[Path] = typer.Option(None, "--model", help="Run folder
 def benchmark(config: Path = typer.Option(Path("configs/paper-table.yaml"), "--config", "-c",
                                           help="Benchmark YAML: models, protocols, data, metrics."),
               models: Optional[str] = typer.Option(None, help="Comma-separated subset of the config's models."),
+              protocols: Optional[str] = typer.Option(None, help="Comma-separated subset of the config's protocols."),
               quick: bool = typer.Option(False, "--quick", help="Every model on a small sample (smoke test)."),
               force: bool = typer.Option(False, "--force", help="Re-run models whose result JSON exists."),
+              render_only: bool = typer.Option(False, "--render-only", help="Run nothing: print the table of the "
+                                                                             "records already under --out."),
+              docs: Optional[Path] = typer.Option(None, help="With --render-only: write the tables into this "
+                                                             "results.md (section baselines)."),
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: the config's)."),
               data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt):
     """Train and evaluate every listed model under the strict and paper protocols: JSON, Markdown, PNG.
@@ -379,7 +384,7 @@ def benchmark(config: Path = typer.Option(Path("configs/paper-table.yaml"), "--c
     Example: dualrec benchmark -c configs/paper-table.yaml --ratings ../shared/data/ml-1m-ratings-head/ratings.dat
     --data-dir ../shared/data --models mostpop,sknn --quick
     """
-    from dualrec.benchmark import BenchmarkConfig, run_benchmark
+    from dualrec.benchmark import BenchmarkConfig, render_records, run_benchmark
 
     try:
         cfg = BenchmarkConfig.load(config).select([m.strip() for m in models.split(",")] if models else None)
@@ -387,7 +392,17 @@ def benchmark(config: Path = typer.Option(Path("configs/paper-table.yaml"), "--c
         _fail(str(exc))
     data = dataclasses.replace(cfg.data, **{k: str(v) for k, v in (("data_dir", data_dir), ("ratings", ratings))
                                             if v is not None})
-    cfg = dataclasses.replace(cfg, data=data, out=str(out) if out else cfg.out + ("-quick" if quick else ""))
+    cfg = dataclasses.replace(cfg, data=data, out=str(out) if out else cfg.out + ("-quick" if quick else ""),
+                              protocols=[p.strip() for p in protocols.split(",")] if protocols else cfg.protocols)
+    if render_only:
+        blocks = render_records(cfg)
+        if docs is not None:
+            from dualrec.tables.docs import write_docs
+
+            write_docs(blocks, docs, section="baselines")
+        for protocol, table in blocks.items():
+            typer.echo(f"{protocol}:\n{table}")
+        return
     try:
         records = run_benchmark(cfg, quick=quick, force=force)
     except (FileNotFoundError, ValueError) as exc:

@@ -24,6 +24,7 @@ class DataConfig:
     top_items_from: str | None = None  # all (the DUALRec paper) | train (the split's training side only);
     #                                  None: train for chrono (no future popularity), all for strict and paper
     errors: str = "skip"           # skip (count) or raise on bad lines
+    shuffle_order: bool = False    # ablation: every user's items in a seeded random order (train and test alike)
 
 
 @dataclass

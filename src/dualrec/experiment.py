@@ -50,7 +50,17 @@ def top_items_source(cfg: ExperimentConfig) -> str:
 def load_dataset(cfg: ExperimentConfig) -> Dataset:
     """The configured data after the top-items filter. With ``top_items_from: train`` the protocol splits the
     unfiltered data, popularity is counted on that split's training side, and (under ``chrono``) the time cuts are
-    kept in ``filters["top_items_time_cuts"]`` so :func:`prepare` splits the filtered data at the same instants."""
+    kept in ``filters["top_items_time_cuts"]`` so :func:`prepare` splits the filtered data at the same instants.
+    With ``data.shuffle_order`` (an ablation) every user's items are then put in a seeded random order."""
+    if cfg.data.shuffle_order and cfg.evaluation.protocol == "chrono":
+        raise ValueError("data.shuffle_order reorders each user's items, which a global time cut (chrono) cannot "
+                         "use; choose protocol strict or paper")
+    dataset = filtered_dataset(cfg)
+    return dataset.shuffled_order(cfg.seed) if cfg.data.shuffle_order else dataset
+
+
+def filtered_dataset(cfg: ExperimentConfig) -> Dataset:
+    """The configured data after the top-items filter (:func:`load_dataset` without the shuffle)."""
     d = cfg.data
     source = top_items_source(cfg)
     raw = load(d.name, d.data_dir, ratings=d.ratings, items=d.items, errors=d.errors)

@@ -100,6 +100,22 @@ class Dataset:
         return Dataset(self.name, self.interactions[mask].reset_index(drop=True), self.catalog.subset(keep),
                        self.reports, filters)
 
+    def shuffled_order(self, seed: int) -> "Dataset":
+        """Every user's interactions in a seeded random order: each row's timestamp becomes its position in a
+        random permutation of its user's rows (0 .. n-1), so the sequences, and any split of them, lose their time
+        order but keep their items. ``filters["shuffle_order"]`` records the seed."""
+        inter = self.interactions
+        rng = np.random.default_rng(seed)
+        key = rng.random(len(inter))   # the new order: by user, then by a random key
+        order = np.lexsort((key, inter["user"].to_numpy()))
+        users = inter["user"].to_numpy()[order]
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+        position = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        timestamps = np.empty(len(inter), np.int64)
+        timestamps[order] = position
+        return Dataset(self.name, inter.assign(timestamp=timestamps), self.catalog, self.reports,
+                       dict(self.filters, shuffle_order=seed))
+
     def sequences(self) -> Sequences:
         return Sequences.from_frame(self.interactions)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dualrec.models.neural import NeuralConfig, NeuralRecommender
+from dualrec.models.neural import NeuralConfig, NeuralRecommender, at
 
 
 @dataclass
@@ -69,9 +69,9 @@ class FPMCNet(nn.Module):
     def forward(self, rows):
         return self.scores(self.encode(rows))
 
-    def positions(self, rows):
-        """Scores after every position, ``[B, L, n_items]``."""
-        return self.scores(self.states(rows))
+    def positions(self, rows, where=None):
+        """Scores after every position, ``[B, L, n_items]``; with a mask ``where [B, L]`` only there, ``[M, n_items]``."""
+        return self.scores(at(self.states(rows), where))
 
 
 class FPMC(NeuralRecommender):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from dualrec.models.neural import NeuralConfig, NeuralRecommender
+from dualrec.models.neural import NeuralConfig, NeuralRecommender, at
 
 
 @dataclass
@@ -53,9 +53,9 @@ class GRU4RecNet(nn.Module):
     def forward(self, rows):
         return self.out(self.drop(self.encode(rows)))
 
-    def positions(self, rows):
-        """Logits after every position, ``[B, L, n_items]``."""
-        return self.out(self.drop(self.states(rows)))
+    def positions(self, rows, where=None):
+        """Logits after every position, ``[B, L, n_items]``; with a mask ``where [B, L]`` only there, ``[M, n_items]``."""
+        return self.out(self.drop(at(self.states(rows), where)))
 
 
 class GRU4Rec(NeuralRecommender):

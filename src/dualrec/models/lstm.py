@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dualrec.models.neural import NeuralConfig, NeuralRecommender
+from dualrec.models.neural import NeuralConfig, NeuralRecommender, at
 
 _WORD_RE = re.compile(r"[!\"#$%&()*+,\-./:;<=>?@\[\\\]^_`{|}~\t\n]")
 
@@ -99,9 +99,9 @@ class MultimodalLSTMNet(nn.Module):
     def forward(self, rows):
         return self.head(self.drop(self.encode(rows)))
 
-    def positions(self, rows):
-        """Logits after every position, ``[B, L, n_items]``."""
-        return self.head(self.drop(self.states(rows)))
+    def positions(self, rows, where=None):
+        """Logits after every position, ``[B, L, n_items]``; with a mask ``where [B, L]`` only there, ``[M, n_items]``."""
+        return self.head(self.drop(at(self.states(rows), where)))
 
 
 class MultimodalLSTM(NeuralRecommender):

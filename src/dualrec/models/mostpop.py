@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from dualrec.data.dataset import Sequences
 from dualrec.models.base import ScoringRecommender
@@ -21,11 +22,7 @@ class MostPop(ScoringRecommender):
         return np.broadcast_to(self.counts, (len(histories), len(self.counts)))
 
     def _save(self, path: Path) -> None:
-        from safetensors.numpy import save_file
-
         save_file({"counts": self.counts}, str(path / "model.safetensors"))
 
     def _load(self, path: Path) -> None:
-        from safetensors.numpy import load_file
-
         self.counts = load_file(str(path / "model.safetensors"))["counts"]

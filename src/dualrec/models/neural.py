@@ -28,6 +28,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from safetensors.torch import load_file, save_file
 
 from dualrec.data.dataset import Sequences
@@ -141,10 +143,14 @@ class NeuralRecommender(ScoringRecommender):
 
     def training_step(self, xb, yb):
         """``(logits, loss)`` for one batch: the mean cross-entropy on the next item over every real target,
-        ``logits [B, n_items]`` for ``yb [B]`` (``last``) or ``[B, L, n_items]`` for ``yb [B, L]`` (``all``).
+        ``logits [B, n_items]`` for ``yb [B]`` (``last``) or, for ``yb [B, L]`` (``all``), ``[M, n_items]`` at the
+        ``M`` real targets only (padded positions are never scored: about half of a row of 200 is padding).
         A model with an extra loss term (HIDE's disentangling loss, DUIP's title generation) overrides this."""
-        logits = self.net.positions(xb) if yb.dim() == 2 else self.net(xb)
-        return logits, F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), ignore_index=IGNORE)
+        if yb.dim() == 2:
+            real = yb != IGNORE
+            return (logits := self.net.positions(xb, real)), F.cross_entropy(logits, yb[real])
+        logits = self.net(xb)
+        return logits, F.cross_entropy(logits, yb)
 
     # ---- inference -----------------------------------------------------------------------------------------
 
@@ -174,16 +180,17 @@ class NeuralRecommender(ScoringRecommender):
         self.history = json.loads(hist.read_text()) if hist.exists() else []
 
 
+def at(states, where=None):
+    """``states [B, L, d]`` at the positions ``where [B, L]`` marks, ``[M, d]``; all of them when ``where`` is None.
+    A network's ``positions(rows, where)`` scores only there: the loss never needs a padded position's logits."""
+    return states if where is None else states[where]
+
+
 def training_curves(history: list[dict], path: str | Path, paper: dict | None = None) -> Path:
     """Loss and top-1/top-5 accuracy per epoch (train and validation), with the paper's final values dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))   # no pyplot: no global figure state, no GUI backend
+    axes = fig.subplots(1, 3)
     for ax, key, title in zip(axes, ("loss", "top1", "top5"), ("loss", "top-1 accuracy", "top-5 accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
             vals = [h.get(f"{split}_{key}", math.nan) for h in history]
@@ -197,5 +204,4 @@ def training_curves(history: list[dict], path: str | Path, paper: dict | None = 
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

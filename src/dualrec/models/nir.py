@@ -32,7 +32,11 @@ from typing import Sequence
 import numpy as np
 
 from dualrec.data.dataset import Sequences
+from dualrec.llm.backends import SamplingParams, make_backend
+from dualrec.llm.hf import cache_root
+from dualrec.llm.parse import extract_titles, ground_titles
 from dualrec.models.base import ModelConfig, Recommendations, Recommender
+from dualrec.models.sknn import SKNN
 
 STEP1 = ("Candidate Set (candidate movies): {candidates}.\n"
          "The movies I have watched (watched movies): {watched}.\n"
@@ -63,17 +67,12 @@ class NIR(Recommender):
     config_class = NIRConfig
 
     def _fit(self, train: Sequences, valid, checkpoint_dir: Path | None) -> None:
-        from dualrec.models.sknn import SKNN
-
         self.candidates = SKNN({"k": self.config.n_similar_users, "seed": self.config.seed})
         self.candidates.fit(train, self.catalog)
 
     @property
     def backend(self):
         if getattr(self, "_backend", None) is None:
-            from dualrec.llm.backends import make_backend
-            from dualrec.llm.hf import cache_root
-
             self._backend = make_backend(self.config.backend, self.config.cache or cache_root() / "responses-nir")
         return self._backend
 
@@ -81,9 +80,6 @@ class NIR(Recommender):
         return ", ".join(self.catalog.items["raw_title"].to_numpy()[self.catalog.rows(items)])
 
     def recommend(self, histories: Sequence[np.ndarray], k: int = 10) -> Recommendations:
-        from dualrec.llm.backends import SamplingParams
-        from dualrec.llm.parse import extract_titles, ground_titles
-
         c: NIRConfig = self.config
         histories = [np.asarray(h, np.int64)[self.catalog.has(np.asarray(h, np.int64))] for h in histories]
         t0 = time.perf_counter()
@@ -123,6 +119,4 @@ class NIR(Recommender):
         self.candidates.save(path / "candidates")
 
     def _load(self, path: Path) -> None:
-        from dualrec.models.sknn import SKNN
-
         self.candidates = SKNN.load(path / "candidates")

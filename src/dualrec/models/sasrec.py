@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dualrec.models.neural import NeuralConfig, NeuralRecommender
+from dualrec.models.neural import NeuralConfig, NeuralRecommender, at
 
 
 @dataclass
@@ -68,9 +68,9 @@ class SASRecNet(nn.Module):
     def forward(self, rows):
         return self.encode(rows) @ self.item_emb.weight[:self.n].T
 
-    def positions(self, rows):
-        """Scores after every position, ``[B, T, n_items]``."""
-        return self.states(rows) @ self.item_emb.weight[:self.n].T
+    def positions(self, rows, where=None):
+        """Scores after every position, ``[B, T, n_items]``; with a mask ``where [B, T]`` only there, ``[M, n_items]``."""
+        return at(self.states(rows), where) @ self.item_emb.weight[:self.n].T
 
 
 class SASRec(NeuralRecommender):

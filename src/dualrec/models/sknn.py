@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
+import torch
+from safetensors.numpy import load_file, save_file
 
 from dualrec.data.dataset import Sequences
 from dualrec.models.base import ModelConfig, ScoringRecommender
@@ -58,8 +61,6 @@ class SKNN(ScoringRecommender):
 
     def _set_neighbours(self, user_rows: np.ndarray, item_rows: np.ndarray, n_users: int) -> None:
         """Binary user x item matrix of the candidate neighbours, with its row norms and item popularity."""
-        import scipy.sparse as sp
-
         x = sp.csr_matrix((np.ones(len(item_rows), np.float32), (user_rows, item_rows)),
                           shape=(n_users, len(self.catalog)))
         x.data[:] = 1.0                                   # repeated items count once (binary vectors)
@@ -69,8 +70,6 @@ class SKNN(ScoringRecommender):
         self.tie_break = 1e-6 * pop / max(pop.max(), 1.0)
 
     def _query(self, histories: list[np.ndarray]):
-        import scipy.sparse as sp
-
         c: SKNNConfig = self.config
         hs = [h[-c.last_n:] if c.last_n else h for h in histories]
         lengths = np.array([len(h) for h in hs])
@@ -87,8 +86,6 @@ class SKNN(ScoringRecommender):
         return q
 
     def score(self, histories: list[np.ndarray]):
-        import torch
-
         q = self._query(histories)
         qnorm = np.sqrt(np.asarray(q.multiply(q).sum(1)).ravel())
         sims = (q @ self.neighbours.T).toarray()
@@ -101,15 +98,11 @@ class SKNN(ScoringRecommender):
         return torch.as_tensor(np.ascontiguousarray(scores) + self.tie_break, dtype=torch.float32)
 
     def _save(self, path: Path) -> None:
-        from safetensors.numpy import save_file
-
         x = self.neighbours
         save_file({"indptr": x.indptr.astype(np.int64), "indices": x.indices.astype(np.int64),
                    "shape": np.asarray(x.shape, np.int64)}, str(path / "model.safetensors"))
 
     def _load(self, path: Path) -> None:
-        from safetensors.numpy import load_file
-
         t = load_file(str(path / "model.safetensors"))
         n_users = int(t["shape"][0])
         user_rows = np.repeat(np.arange(n_users), np.diff(t["indptr"]))

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
 
 from dualrec.data.dataset import Sequences
 from dualrec.models.base import ModelConfig, ScoringRecommender
@@ -44,8 +46,6 @@ class SLIM(ScoringRecommender):
     config_class = SLIMConfig
 
     def _fit(self, train: Sequences, valid, checkpoint_dir: Path | None) -> None:
-        import torch
-
         known = self.catalog.has(train.items)
         owner = np.repeat(np.arange(len(train)), train.lengths)[known]
         items = self.catalog.rows(train.items[known])
@@ -55,8 +55,6 @@ class SLIM(ScoringRecommender):
         self.weights, self.iterations = solve_slim(a.T @ a, c.l1, c.l2, c.rho, c.max_iter, c.tol)
 
     def score(self, histories: list[np.ndarray]):
-        import torch
-
         n = len(self.catalog)
         h = torch.zeros(len(histories), n)
         rows = np.concatenate(histories) if histories else np.zeros(0, np.int64)
@@ -65,20 +63,14 @@ class SLIM(ScoringRecommender):
         return h @ self.weights
 
     def _save(self, path: Path) -> None:
-        from safetensors.torch import save_file
-
         save_file({"weights": self.weights.contiguous()}, str(path / "model.safetensors"))
 
     def _load(self, path: Path) -> None:
-        from safetensors.torch import load_file
-
         self.weights = load_file(str(path / "model.safetensors"))["weights"]
 
 
 def solve_slim(gram, l1: float, l2: float, rho: float = 100.0, max_iter: int = 100, tol: float = 1e-4):
     """ADMM on SLIM's objective for every column at once; ``gram = A^T A``. Returns (W float32, iterations)."""
-    import torch
-
     gram = gram.to(torch.float32)
     n = gram.shape[0]
     p = torch.linalg.inv(gram + (l2 + rho) * torch.eye(n))

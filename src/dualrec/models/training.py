@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
 from dualrec.data.windows import IGNORE
+from dualrec.utils import cpu_has_native_bf16
+
 
 TARGET_MODES = ("last", "all")
 PRECISIONS = ("32", "bf16", "auto")
@@ -117,15 +119,16 @@ def lightning_precision(precision: str, device: str) -> str:
         if device.startswith("cuda"):
             native = torch.cuda.is_bf16_supported()
         else:
-            from dualrec.utils import cpu_has_native_bf16
-
             native = cpu_has_native_bf16()
         precision = "bf16" if native else "32"
     return "bf16-mixed" if precision == "bf16" else "32-true"
 
 
 def flat_targets(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits [M, n], targets [M])`` of the real targets: one per row (``y [B]``) or per position (``[B, L]``)."""
+    """``(logits [M, n], targets [M])`` of the real targets: one per row (``y [B]``) or per position (``[B, L]``,
+    with ``logits`` at every position or already at the real targets only)."""
+    if logits.dim() == 2 and y.dim() == 2:
+        return logits, y[y != IGNORE]
     logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
     real = y != IGNORE
     return logits[real], y[real]

@@ -73,10 +73,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
 from dualrec.data.catalog import Catalog
-from dualrec.models.neural import NeuralConfig, NeuralRecommender
+from dualrec.llm.rerank import SBERTReranker
+from dualrec.models.neural import NeuralConfig, NeuralRecommender, at
 from dualrec.models.sasrec import RandDropout, attention_blocks, run_blocks
 
 
@@ -122,8 +124,6 @@ class UniSRec(NeuralRecommender):
 
     def text_vectors(self) -> np.ndarray:
         """Sentence-BERT vectors of :func:`item_texts`, ``[n_items, 384]`` (cached on disk by the re-ranker)."""
-        from dualrec.llm.rerank import SBERTReranker
-
         return SBERTReranker(cache_dir=self.config.cache).catalog_embeddings(self.catalog, item_texts(self.catalog))
 
     def _fit(self, train, valid, checkpoint_dir: Path | None) -> None:
@@ -131,8 +131,6 @@ class UniSRec(NeuralRecommender):
         super()._fit(train, valid, checkpoint_dir)
 
     def _load(self, path: Path) -> None:
-        from safetensors import safe_open
-
         with safe_open(str(path / "model.safetensors"), framework="pt") as f:
             self._text = f.get_tensor("text").numpy()   # the saved vectors: no re-encoding, identical rankings
         super()._load(path)
@@ -209,7 +207,7 @@ class UniSRecNet(nn.Module):
         v = self.items()
         return self.scores(self.states(rows, v), v)
 
-    def positions(self, rows):
-        """Scores after every position, ``[B, T, n_items]``."""
+    def positions(self, rows, where=None):
+        """Scores after every position, ``[B, T, n_items]``; with a mask ``where [B, T]`` only there, ``[M, n_items]``."""
         v = self.items()
-        return self.scores(self.states(rows, v, last_only=False), v)
+        return self.scores(at(self.states(rows, v, last_only=False), where), v)

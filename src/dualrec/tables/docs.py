@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dualrec.tables import duip, llm, stage1, tradeoff
+from dualrec.tables import baselines, duip, llm, stage1, tradeoff
 
 Renderer = Callable[[Path], dict[str, str]]   # a records folder -> {protocol: Markdown}
 
@@ -35,6 +35,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("ranker", "results", llm.render),
     Section("ranker-all-targets", "results/all-targets", llm.render),
     Section("tradeoff", "results", tradeoff.render),
+    Section("baselines", "results", baselines.render),
     Section("duip", "results", duip.render),
     Section("duip-verdict", "results", duip.verdict, page="docs/duip.md"),
 )
