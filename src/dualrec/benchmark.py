@@ -248,17 +248,22 @@ def timing_table(records: list[dict]) -> str:
 TABLE_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
 
 
+# beyond accuracy (docs/protocols.md), at k = 10: record key -> column
+BEYOND_TABLE = {"catalog_coverage@10": "coverage@10", "ild_genre@10": "ILD genre@10", "novelty@10": "novelty@10",
+                "tail_share@10": "tail share@10"}
+
+
 def records_table(records: list[dict], missing: list[str] = ()) -> str:
     """The paper table from its result records, as Markdown: each model's test metrics, the epoch validation kept
     out of those run, fit seconds and the DUALRec paper's printed HR@1 / HR@5 / NDCG@5 (another protocol and
     data: context only). ``missing`` names the config's models without a record yet."""
     protocols = sorted({r["protocol"] for r in records})
     head = ("| model | " + " | ".join(TABLE_METRICS) + " | kept epoch / run | fit s | paper HR@1 | paper HR@5 "
-            "| paper NDCG@5 |")
+            "| paper NDCG@5 | " + " | ".join(BEYOND_TABLE.values()) + " |")
     lines = [f"Protocol: {', '.join(protocols)}. Data: " + ", ".join(sorted(
         {f"{r['data']['name']} ({r['data']['fingerprint']}, {r['data']['catalog_items']} items, "
          f"{r['counts']['users']} test users)" for r in records})) + ".", "", head,
-             "|---|" + "---:|" * (len(TABLE_METRICS) + 5)]
+             "|---|" + "---:|" * (len(TABLE_METRICS) + 5 + len(BEYOND_TABLE))]
     for r in records:
         history = r.get("history") or []
         scored = [h["val_ndcg10"] for h in history if "val_ndcg10" in h]
@@ -267,6 +272,7 @@ def records_table(records: list[dict], missing: list[str] = ()) -> str:
         paper = PAPER_TABLE.get(r["model"]) or (None, None, None)
         cells = [f"{r['metrics'][m]:.4f}" for m in TABLE_METRICS] + [kept, f"{r['timings']['fit_s']:.0f}"]
         cells += [f"{v:.4f}" if v is not None else "-" for v in paper]
+        cells += [f"{r['metrics'][m]:.4f}" if m in r["metrics"] else "-" for m in BEYOND_TABLE]
         lines.append(f"| {r.get('label') or r['model']} | " + " | ".join(cells) + " |")
     if missing:
         lines += ["", "Not yet run with this configuration: " + ", ".join(missing) + "."]

@@ -16,7 +16,6 @@ per case, with the case's index, and the bootstrap resamples cases.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,29 +23,16 @@ import numpy as np
 
 from dualrec import experiment as ex
 from dualrec.evaluation.bootstrap import paired_bootstrap
+from dualrec.evaluation.evaluator import evaluate
 from dualrec.models import build_model
 from dualrec.rows import weights_digest
+from dualrec.utils import source_commit
 from dualrec.models.duip import DUIPConfig
 
 PROTOCOLS = ("chrono", "strict")
 COLUMNS = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@1", "NDCG@5", "NDCG@10", "NDCG@20")
 SECTION = "duip"
 BASELINES = ("duip-mostpop", "duip-stage1")
-
-
-def commit() -> str:
-    """The source tree's git commit (with ``+dirty`` when src/ or configs/ have uncommitted changes), or
-    ``unknown``."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "configs"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
-
-COMMIT = commit()   # once, at import: the code that runs is the code imported now, whatever is committed meanwhile
 
 
 def duip_label(model_section: dict, history: list[dict], windows: int) -> str:
@@ -82,8 +68,6 @@ def record_text(record: dict) -> str:
 def score_row(key: str, label: str, model, cfg, prepared, cases, stage1_ranks: np.ndarray | None,
               n_full: int, out_dir: Path, extra: dict | None = None) -> dict:
     """Evaluate one model on ``cases``, write its record, return it."""
-    from dualrec.evaluation.evaluator import evaluate
-
     start = time.perf_counter()
     result = evaluate(model, cases, prepared.dataset.catalog, cfg.evaluation.ks, cfg.evaluation.batch_size)
     record = ex.result_record(cfg, model, prepared, result)
@@ -94,7 +78,6 @@ def score_row(key: str, label: str, model, cfg, prepared, cases, stage1_ranks: n
     scored = len(cases)
     record["label"] = label + ("" if scored == n_full else f" [{scored:,} of {n_full:,} test cases]")
     record["row"] = key
-    record["commit"] = COMMIT
     record["wall_s"] = time.perf_counter() - start
     record.update(extra or {})
     path = out_dir / cfg.evaluation.protocol / (f"{key}@{scored}.json" if scored != n_full else f"{key}.json")
@@ -117,12 +100,13 @@ def run_table(protocol: str, stage1_run: Path, duip_runs: dict[str, Path], max_u
     prepared = ex.prepare(cfg)
     test = prepared.split.test
     n_full = len(test)
-    digest = {"stage1_run": str(stage1_run), "stage1_digest": weights_digest(stage1_run / "model")}
+    commit = {"commit": source_commit() or "unknown"}   # once, before scoring: the code that runs now
+    digest = {**commit, "stage1_run": str(stage1_run), "stage1_digest": weights_digest(stage1_run / "model")}
     base = score_row("duip-stage1", f"Stage-1 LSTM ({stage1.config.targets} targets)", stage1, cfg, prepared,
                      test, None, n_full, out_dir, {**digest, "learning_curve": stage1.history})
     mostpop = build_model("mostpop").fit(prepared.split.train, prepared.dataset.catalog)
     score_row("duip-mostpop", "MostPop", mostpop, cfg, prepared, test, np.asarray(base["per_user"]["ranks"]),
-              n_full, out_dir)
+              n_full, out_dir, commit)
     for key, run in duip_runs.items():
         run_cfg, model = ex.load_run(run, data_dir, ratings)
         if run_cfg.evaluation.protocol != protocol:

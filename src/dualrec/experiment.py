@@ -25,6 +25,7 @@ from dualrec.evaluation.protocols import EvalCases, Split, get_protocol, make_sp
 from dualrec.evaluation.report import markdown_table
 from dualrec.llm.rerank import SBERTReranker
 from dualrec.models import Recommender, build_model
+from dualrec.utils import source_commit
 
 
 @dataclass
@@ -141,6 +142,7 @@ def result_record(cfg: ExperimentConfig, model: Recommender, prepared: Prepared,
         **({"metric_notes": result.notes} if result.notes else {}),
         "counts": result.counts,
         "timings": {**result.timings, "fit_s": model.fit_seconds},
+        "commit": source_commit(),
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine(), "cpu": torch.backends.cpu.get_cpu_capability(),
                         "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")},
@@ -241,18 +243,7 @@ def refresh_record(record_path: str | Path, run_dir: str | Path | None = None, d
     if result.notes:
         record["metric_notes"] = result.notes
     record["refreshed"] = {"by": f"dualrec evaluate --record {record_path}" + (f" --run {run_dir}" if run_dir else ""),
-                           "date": time.strftime("%Y-%m-%d"), "added": added, "commit": git_commit()}
+                           "date": time.strftime("%Y-%m-%d"), "added": added, "commit": source_commit()}
     record_path.write_text(json.dumps(record, indent=indent or None, default=str))
     model.close()
     return record
-
-
-def git_commit() -> str | None:
-    """The source tree's commit (None outside a git checkout), so a record says which code wrote it."""
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None

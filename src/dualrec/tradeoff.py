@@ -29,6 +29,7 @@ from dualrec.evaluation.bootstrap import bootstrap_interval, per_user
 from dualrec.evaluation.evaluator import list_metrics, recommend_in_batches
 from dualrec.evaluation.protocols import get_protocol
 from dualrec.rows import weights_digest
+from dualrec.utils import source_commit
 from dualrec.models.mmr import SIMILARITIES, rerank
 
 AXES = ("ild_genre@10", "catalog_coverage@10")
@@ -116,7 +117,7 @@ def run_tradeoff(cfg: TradeoffConfig, data_dir: str | Path | None = None, rating
                  "catalog_items": len(prepared.dataset.catalog)},
         "config": asdict(cfg), "metric_notes": stats.notes, "models": models,
         "frontier": frontier(models, ranks, cfg.seed),
-        "commit": ex.git_commit(),
+        "commit": source_commit(),
         "environment": {"python": platform.python_version(), "machine": platform.machine(),
                         "date": time.strftime("%Y-%m-%d")},
     }
