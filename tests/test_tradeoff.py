@@ -31,6 +31,7 @@ def runs(tmp_path_factory):
     return root
 
 
+@pytest.mark.integration
 def test_tradeoff_writes_record_plot_and_table(runs, tmp_path):
     docs = tmp_path / "results.md"
     shutil.copy("docs/results.md", docs)
@@ -64,6 +65,7 @@ def test_tradeoff_writes_record_plot_and_table(runs, tmp_path):
     invoke("tradeoff", "--run", runs / "sknn", "--lambdas", "1,2", *DATA, "--out", tmp_path / "x.json", code=2)
 
 
+@pytest.mark.integration
 def test_evaluate_record_adds_the_new_metrics_and_refuses_another_model(runs, tmp_path):
     invoke("evaluate", "--run", runs / "sknn", *DATA, "--out", tmp_path)
     path = tmp_path / "result-strict-test.json"

@@ -55,29 +55,28 @@ class TitleTrie:
         return node
 
 
-def make_processor(tries: list[TitleTrie], prompt_len: int, num_beams: int):
-    from transformers import LogitsProcessor
+class TrieProcessor:
+    """A transformers logits processor (any callable ``(input_ids, scores) -> scores`` serves): row b of the beam
+    batch belongs to user b // num_beams; keep only that user's trie children."""
 
-    class TrieProcessor(LogitsProcessor):
-        """Row b of the beam batch belongs to user b // num_beams; keep only that user's trie children."""
+    def __init__(self, tries: list[TitleTrie], prompt_len: int, num_beams: int):
+        self.tries, self.prompt_len, self.num_beams = tries, prompt_len, num_beams
 
-        def __call__(self, input_ids, scores):
-            mask = torch.full_like(scores, float("-inf"))
-            for b, seq in enumerate(input_ids[:, prompt_len:].tolist()):
-                trie = tries[b // num_beams]
-                if trie.eos in seq:  # a finished title (EOS, then padding): only EOS may follow
-                    mask[b, trie.eos] = 0
-                    continue
-                node = trie.next_tokens(seq)
-                if not node:  # off the trie (cannot happen through this processor): end the beam
-                    mask[b, trie.eos] = 0
-                    continue
-                mask[b, list(node)] = 0
-                if trie.eos in node:
-                    scores[b, trie.eos] = 0.0
-            return scores + mask
-
-    return TrieProcessor()
+    def __call__(self, input_ids, scores):
+        mask = torch.full_like(scores, float("-inf"))
+        for b, seq in enumerate(input_ids[:, self.prompt_len:].tolist()):
+            trie = self.tries[b // self.num_beams]
+            if trie.eos in seq:  # a finished title (EOS, then padding): only EOS may follow
+                mask[b, trie.eos] = 0
+                continue
+            node = trie.next_tokens(seq)
+            if not node:  # off the trie (cannot happen through this processor): end the beam
+                mask[b, trie.eos] = 0
+                continue
+            mask[b, list(node)] = 0
+            if trie.eos in node:
+                scores[b, trie.eos] = 0.0
+        return scores + mask
 
 
 class ConstrainedGenerator:
@@ -195,7 +194,7 @@ class ConstrainedGenerator:
             gen = self.model.generate(
                 **enc, num_beams=k, num_return_sequences=k, do_sample=False, length_penalty=0.0,
                 early_stopping=False, max_new_tokens=self.max_title_tokens + 1, pad_token_id=self.tok.pad_token_id,
-                eos_token_id=eos, logits_processor=LogitsProcessorList([make_processor(tries, P, k)]),
+                eos_token_id=eos, logits_processor=LogitsProcessorList([TrieProcessor(tries, P, k)]),
                 output_scores=True, return_dict_in_generate=True, top_p=None, top_k=None, temperature=None)
         seqs = gen.sequences[:, P:].tolist()
         scores = gen.sequences_scores.float().cpu().numpy()
