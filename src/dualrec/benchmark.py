@@ -58,10 +58,12 @@ CHART_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
 
 @dataclass
 class QuickConfig:
-    users: int = 400
-    epochs: int = 1
-    max_windows: int = 20000
-    max_eval_users: int = 200
+    """``--quick``: a smoke run of the whole table in minutes, its records labelled as such (never a result)."""
+
+    users: int = 400              # the first N users of the data only
+    epochs: int = 1               # at most this many epochs per neural model
+    max_windows: int = 20000      # at most this many training rows per epoch
+    max_eval_users: int = 200     # test users scored per model
 
 
 @dataclass
