@@ -224,7 +224,7 @@ def run_ours(model: str, folder: Path, split, catalog, budget: float, recbole_nd
 
 
 def markdown(record: dict) -> str:
-    """The record's runs as the Markdown table docs/benchmarks.md shows (``--render-only``)."""
+    """The record's runs as the Markdown table results/benchmarks.md shows (``--render-only``)."""
     lines = ["| library | model | budget s | epochs | s/epoch | test HR@10 | test NDCG@10 | s to RecBole's final |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in record["runs"]:

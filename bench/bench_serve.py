@@ -4,7 +4,7 @@ The server runs as its own process (the real `dualrec serve` command, SQLite sto
 seeds stored users with real ML-1M histories, then runs closed-loop clients (each sends its next request when the
 previous answer arrives) against ``GET /users/{id}/recommendations`` for each model path, plus one row of event
 writes. Every level is bounded by a request count *and* a time limit; nothing is asserted, figures are printed as a
-Markdown table for docs/benchmarks.md.
+Markdown table for results/benchmarks.md.
 
     python bench/bench_serve.py --ratings ../shared/data/ml-1m-ratings-head/ratings.dat --data-dir ../shared/data \
         [--model RUN] [--dualrec RUN | --embedded-dualrec] [--requests 400] [--seconds 30]

@@ -69,7 +69,8 @@ def score_row(key: str, label: str, model, cfg, prepared, cases, stage1_ranks: n
               n_full: int, out_dir: Path, extra: dict | None = None) -> dict:
     """Evaluate one model on ``cases``, write its record, return it."""
     start = time.perf_counter()
-    result = evaluate(model, cases, prepared.dataset.catalog, cfg.evaluation.ks, cfg.evaluation.batch_size)
+    result = evaluate(model, cases, prepared.dataset.catalog, cfg.evaluation.ks, cfg.evaluation.batch_size,
+                      stats=ex.item_stats(cfg, prepared))
     record = ex.result_record(cfg, model, prepared, result)
     record["per_user"] = {"users": cases.users.tolist(), "cases": np.arange(len(cases)).tolist(),
                           "ranks": result.ranks.tolist()}

@@ -28,7 +28,7 @@ def pick_device(requested: str | None = None) -> str:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX). Without it torch emulates bf16, several
-    times slower than fp32 (docs/benchmarks.md), so the "auto" precisions pick bf16 only where this holds."""
+    times slower than fp32 (results/benchmarks.md), so the "auto" precisions pick bf16 only where this holds."""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 

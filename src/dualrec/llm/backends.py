@@ -256,7 +256,7 @@ class OpenAICompatibleBackend(LLMBackend):
 
 def free_cpus() -> int:
     """Cores not busy right now (1-minute load average), at least 1. On a shared machine, llama.cpp (and torch)
-    with more threads than free cores spin and slow down by an order of magnitude (docs/benchmarks.md), so the
+    with more threads than free cores spin and slow down by an order of magnitude (results/benchmarks.md), so the
     default thread count follows the load."""
     n = os.cpu_count() or 1
     try:

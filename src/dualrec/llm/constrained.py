@@ -16,7 +16,7 @@ the default) runs the same beam search itself: each prompt is encoded once, its 
 the beams attend to them through :mod:`dualrec.llm.shared_prefix`; per step only the beams' own tokens are copied,
 and the vocabulary-wide work is one LM head and one log-normaliser per beam. ``share_prompt=False`` is plain
 ``generate`` with the trie processor: the reference that the tests hold the search to (same titles, same scores).
-Measured on this CPU in bench/bench_llm.py (``constrained``; docs/benchmarks.md).
+Measured on this CPU in bench/bench_llm.py (``constrained``; results/benchmarks.md).
 """
 
 from __future__ import annotations

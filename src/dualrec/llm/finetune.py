@@ -11,7 +11,7 @@ Qwen and Llama); 3 epochs, batch 2 with gradient accumulation, max length 512; t
 likelihood of the answer tokens only (the prompt is context, not a target). The LM head is applied to the answer
 positions only (:func:`dualrec.llm.scoring.answer_logprobs`): with a 262k-token vocabulary that is most of the cost.
 Precision (``dtype="auto"``): on CPU bf16 weights where the CPU has native bf16 (AVX-512 BF16 or AMX), else fp32
-(emulated bf16 is several times slower than fp32; docs/benchmarks.md); on CUDA the weights load in bf16 (or fp16
+(emulated bf16 is several times slower than fp32; results/benchmarks.md); on CUDA the weights load in bf16 (or fp16
 with a grad scaler), LoRA weights stay fp32 (peft's default). A plain loop rather than TRL's SFTTrainer: it is
 short, it lets us slice before the LM head, and it checkpoints (adapter + optimizer + step) every ``save_every``
 steps so a killed run resumes where it stopped. Progress is a tqdm bar with the running loss.
