@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import numpy as np
+from matplotlib.figure import Figure
 
 from dualrec import experiment as ex
 from dualrec.evaluation.bootstrap import bootstrap_interval, per_user
@@ -188,7 +189,7 @@ def markdown(record: dict) -> str:
             lines.append(f"| {m['label']} | {p['lambda']:g} | " + " | ".join(
                 f"{p['metrics'][k]:.4f}" if k in p["metrics"] else "-" for k, _ in cols) + " |")
     lines.append("")
-    lines.append(f"Weights (sha256 of the safetensors): " + ", ".join(f"{m['label']} {m['weights_digest']}"
+    lines.append("Weights (sha256 of the safetensors): " + ", ".join(f"{m['label']} {m['weights_digest']}"
                                                                     for m in record["models"]) + ".")
     if record.get("metric_notes"):
         lines.append("Not computed: " + "; ".join(f"{k}: {v}" for k, v in record["metric_notes"].items()) + ".")
@@ -219,12 +220,8 @@ def markdown(record: dict) -> str:
 
 def plot(record: dict, path: str | Path) -> Path:
     """NDCG@10 against genre diversity and against catalog coverage (k = 10), one line per model over lambda."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(AXES), figsize=(6 * len(AXES), 4.5))
+    fig = Figure(figsize=(6 * len(AXES), 4.5))
+    axes = fig.subplots(1, len(AXES))
     for ax, axis in zip(np.atleast_1d(axes), AXES):
         for m in record["models"]:
             x = [p["metrics"][axis] for p in m["points"]]
@@ -241,7 +238,6 @@ def plot(record: dict, path: str | Path) -> Path:
     fig.suptitle(f"accuracy vs diversity as MMR's lambda moves ({record['protocol']}, {record['users']} users)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dualrec.duip_rows import BASELINES, COLUMNS, PROTOCOLS, duip_label
 from dualrec.evaluation.report import markdown_table
+from dualrec.tables.cells import delta_cell, sample_suffix
 
 
 def curve_table(record: dict) -> str:
@@ -36,8 +37,7 @@ def current_label(record: dict) -> str:
         return r["label"]
     windows = r.get("training_windows") or int(re.search(r"of ([\d,]+) training windows",
                                                          r["label"]).group(1).replace(",", ""))
-    sample = r["label"][r["label"].index(" ["):] if " [" in r["label"] else ""
-    return duip_label(r["config"]["model"], r["learning_curve"], windows) + sample
+    return duip_label(r["config"]["model"], r["learning_curve"], windows) + sample_suffix(r["label"])
 
 
 def render(out_dir: Path) -> dict[str, str]:
@@ -56,13 +56,8 @@ def render(out_dir: Path) -> dict[str, str]:
         for r in recs:
             if "ci" not in r:
                 continue
-            ci = r["ci"]
-            cells = []
-            for m in ("HR@1", "NDCG@10"):
-                lo, hi = ci[f"delta_{m}"]
-                mark = " **(> 0)**" if lo > 0 else " (< 0)" if hi < 0 else ""
-                cells.append(f"{ci['delta'][m]:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}")
-            lines.append(f"| {r['label']} | {ci['n_users']:,} | " + " | ".join(cells) + " |")
+            cells = " | ".join(delta_cell(r["ci"], m) for m in ("HR@1", "NDCG@10"))
+            lines.append(f"| {r['label']} | {r['ci']['n_users']:,} | {cells} |")
         parts.append("\nAgainst the Stage-1 LSTM on the same cases: the difference and its paired-bootstrap 95 % "
                      "interval (1,000 resamples of the cases; **(> 0)** / (< 0): the interval excludes 0):\n\n"
                      "| row | cases | delta HR@1 [95 % CI] | delta NDCG@10 [95 % CI] |\n|---|---:|---|---|\n"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dualrec.evaluation.report import markdown_table
 from dualrec.rows import COLUMNS, FALLBACK, ROWS
+from dualrec.tables.cells import delta_cell, sample_suffix
 
 ANSWERED = ("HR@1", "HR@5", "HR@10", "NDCG@5")
 
@@ -21,8 +22,7 @@ def render(out_dir: Path) -> dict[str, str]:
         recs = sorted(recs, key=lambda r: (order.get(r.get("row"), 99), -r["counts"]["users"]))
         for r in recs:   # a row's label is the table's current one (records written before a relabelling too)
             if r.get("row") in order:
-                sample = r["label"][r["label"].index(" ["):] if " [" in r["label"] else ""
-                r["label"] = ROWS[order[r["row"]]].label + sample
+                r["label"] = ROWS[order[r["row"]]].label + sample_suffix(r["label"])
         if not recs:
             continue
         parts = [f"**Protocol `{protocol}`** ({recs[0]['protocol_note']}).\n", markdown_table(recs, COLUMNS)]
@@ -92,9 +92,7 @@ def ci_table(recs: list[dict]) -> str:
             continue
         cells = []
         for m in ("NDCG@10", "HR@10"):
-            lo, hi = ci[f"delta_{m}"]
-            mark = " **(> 0)**" if lo > 0 else " (< 0)" if hi < 0 else ""
-            cells.append(f"{r['metrics'][m]:.4f} | {ci['delta'][m]:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}")
+            cells.append(f"{r['metrics'][m]:.4f} | {delta_cell(ci, m)}")
         alpha = r.get("alpha")
         weights = ", ".join(f"{k} {v:g}" for k, v in alpha.items()) if alpha else "-"
         chosen = (r.get("selection") or {}).get("chosen_on", "")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dualrec.tables.cells import sample_suffix
+
 MODELS = ("lstm", "mostpop")
 COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@10", "MRR@20")
 
@@ -13,10 +15,9 @@ COLUMNS = ("HR@1", "HR@5", "HR@10", "NDCG@10", "MRR@20")
 def label(record: dict) -> str:
     """The Stage 1 of a DUALRec or ranker table is named by its weights (the digest its table's rows share); a
     record with a label of its own keeps it; one written by ``dualrec evaluate`` is named by its recipe."""
-    sample = record["label"][record["label"].index(" ["):] if " [" in record.get("label", "") else ""
     if record.get("row") == "lstm":
         return f"the Stage 1 of that folder's table rows (weights {record.get('stage1_digest', 'not recorded')})" \
-            + sample
+            + sample_suffix(record["label"])
     if record.get("label"):
         return record["label"]
     if record["model"] != "lstm":
