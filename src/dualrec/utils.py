@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import subprocess
@@ -32,13 +33,16 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+@functools.cache
 def source_commit() -> str | None:
-    """The git commit of the checkout this package runs from, ``+dirty`` when tracked files differ from it; None
-    outside a git checkout (an installed wheel)."""
+    """The git commit of the checkout this package runs from, ``+dirty`` when the package's own tracked source files
+    differ from it; None outside a git checkout (an installed wheel). Only the package counts: a run that writes
+    tracked result records (or edits a config, which its record holds anyway) leaves the code it ran unchanged.
+    Asked once a process, so every record of a table run names the same code."""
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
                                capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
