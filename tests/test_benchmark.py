@@ -156,7 +156,7 @@ def test_records_table_shows_each_records_numbers_and_the_epoch_validation_kept(
 
 
 def test_results_md_tables_are_the_committed_records_rendered():
-    """docs/results.md's baselines table is `dualrec benchmark --render-only` of the committed records: a record and
+    """docs/results.md's baselines table is the committed records rendered: a record and
     its table row cannot disagree."""
     from dualrec.benchmark import render_records
     from dualrec.tables.docs import docs_markers

@@ -42,7 +42,7 @@ def test_row_record_renders_into_its_protocol_block_only(tmp_path, ml1m_small):
     assert set(blocks) == {"paper"} and f"| {saved['label']} | 40 |" in blocks["paper"]
     assert f"{rows.weights_digest(tmp_path / 'stage1')}, every row" in blocks["paper"]
     for _ in range(2):   # the second write replaces the block the first one inserted
-        pages.write_docs(blocks, docs)
+        docs.write_text(pages.insert_blocks(docs.read_text(), blocks, "dualrec"))
         text = docs.read_text()
         assert text.count("<!-- dualrec table: paper -->") == 1 and saved["label"] in text
         assert strict_block in text and "hand-written text" in text and text.endswith("<!-- end: dualrec -->\nafter\n")

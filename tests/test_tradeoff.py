@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from typer.testing import CliRunner
 
 from dualrec.cli import app
+from dualrec.tables import tradeoff as tradeoff_tables
 from conftest import ML1M_RATINGS, SHARED_DATA
 
 DATA = ["--data-dir", str(SHARED_DATA), "--ratings", str(ML1M_RATINGS)]
@@ -33,12 +33,9 @@ def runs(tmp_path_factory):
 
 @pytest.mark.integration
 def test_tradeoff_writes_record_plot_and_table(runs, tmp_path):
-    docs = tmp_path / "results.md"
-    shutil.copy("docs/results.md", docs)
-    out = tmp_path / "tradeoff.json"
+    out = tmp_path / "strict" / "tradeoff.json"
     text = invoke("tradeoff", "--run", runs / "sknn", "--run", runs / "mostpop", "--label", "SKNN", "--label",
-                  "MostPop", "--lambdas", "1,0.5,0", "--n-candidates", 30, "--max-users", 200, "--out", out,
-                  "--docs", docs, *DATA)
+                  "MostPop", "--lambdas", "1,0.5,0", "--n-candidates", 30, "--max-users", 200, "--out", out, *DATA)
     record = json.loads(out.read_text())
     assert record["users"] == 200 and record["test_users"] == 2999
     assert [m["label"] for m in record["models"]] == ["SKNN", "MostPop"]
@@ -53,15 +50,15 @@ def test_tradeoff_writes_record_plot_and_table(runs, tmp_path):
     # each MostPop point against SKNN's frontier, on both axes, with an interval or a "no rival" verdict
     assert len(record["frontier"]) == 3 * 2
     assert all("interval" in f or f["verdict"].startswith("no reference point") for f in record["frontier"])
-    assert (tmp_path / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "strict" / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     assert "| SKNN | 0.5 |" in text
-    doc = docs.read_text()
-    assert "<!-- tradeoff table: strict -->\n**Protocol `strict`**" in doc and "| MostPop | 0 |" in doc
-    (tmp_path / "tradeoff.png").unlink()
+    (tmp_path / "strict" / "tradeoff.png").unlink()
     rendered = invoke("tradeoff", "--render-only", "--out", out)   # from the record alone: the same table, the plot
     table = text[text.index("**Protocol"):].split("\nwrote ")[0]   # after the ranking's progress bars
     assert rendered.split("\nwrote ")[0] == table
-    assert (tmp_path / "tradeoff.png").exists()
+    assert (tmp_path / "strict" / "tradeoff.png").exists()
+    # the docs' table is the record rendered (dualrec table render): the same table, the protocol its folder
+    assert {p: t.strip() for p, t in tradeoff_tables.render(tmp_path).items()} == {"strict": table.strip()}
     invoke("tradeoff", "--run", runs / "sknn", "--lambdas", "1,2", *DATA, "--out", tmp_path / "x.json", code=2)
 
 

@@ -374,9 +374,8 @@ def benchmark(config: Path = typer.Option(Path("configs/paper-table.yaml"), "--c
               quick: bool = typer.Option(False, "--quick", help="Every model on a small sample (smoke test)."),
               force: bool = typer.Option(False, "--force", help="Re-run models whose result JSON exists."),
               render_only: bool = typer.Option(False, "--render-only", help="Run nothing: print the table of the "
-                                                                             "records already under --out."),
-              docs: Optional[Path] = typer.Option(None, help="With --render-only: write the tables into this "
-                                                             "results.md (section baselines)."),
+                                                                             "records already under --out (the docs' "
+                                                                             "copy: `dualrec table render`)."),
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: the config's)."),
               data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt):
     """Train and evaluate every listed model under the strict and paper protocols: JSON, Markdown, PNG.
@@ -396,10 +395,6 @@ def benchmark(config: Path = typer.Option(Path("configs/paper-table.yaml"), "--c
                               protocols=[p.strip() for p in protocols.split(",")] if protocols else cfg.protocols)
     if render_only:
         blocks = render_records(cfg)
-        if docs is not None:
-            from dualrec.tables.docs import write_docs
-
-            write_docs(blocks, docs, section="baselines")
         for protocol, table in blocks.items():
             typer.echo(f"{protocol}:\n{table}")
         return
@@ -528,9 +523,9 @@ def tradeoff(run: Optional[list[Path]] = typer.Option(None, "--run", help="Run f
              max_users: Optional[int] = typer.Option(None, help="Score the first N test users only (labelled)."),
              out: Path = typer.Option(Path("results/strict/tradeoff.json"), "--out", "-o", help="The record."),
              plot: Optional[Path] = typer.Option(None, help="PNG plot (default: beside the record)."),
-             docs: Optional[Path] = typer.Option(None, help="Write the table into this results.md (section "
-                                                            "tradeoff)."),
-             render_only: bool = typer.Option(False, "--render-only", help="Re-render table and plot from --out."),
+             render_only: bool = typer.Option(False, "--render-only", help="Re-draw the plot and print the table "
+                                                                            "from --out (the docs' copy: `dualrec "
+                                                                            "table render`)."),
              data_dir: Optional[Path] = DataDirOpt, ratings: Optional[Path] = RatingsOpt):
     """NDCG@10 against intra-list diversity and catalog coverage as MMR's lambda moves, for several models on the
     same users: a record, a PNG plot and a Markdown table, with each model's points tested against the first run's
@@ -538,7 +533,6 @@ def tradeoff(run: Optional[list[Path]] = typer.Option(None, "--run", help="Run f
 
     Example: dualrec tradeoff --run runs/lstm-all-strict --run runs/fpmc-strict --run runs/fusion-sbert-strict
     --data-dir ../shared/data --ratings ../shared/data/ml-1m-ratings-head/ratings.dat --out results/strict/tradeoff.json
-    --docs docs/results.md
     """
     from dualrec.tradeoff import TradeoffConfig, markdown, parse_lambdas, run_tradeoff, write_outputs
 
@@ -553,9 +547,9 @@ def tradeoff(run: Optional[list[Path]] = typer.Option(None, "--run", help="Run f
             record = run_tradeoff(cfg, data_dir, ratings)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    write_outputs(record, out, plot, docs)
+    write_outputs(record, out, plot)
     typer.echo(markdown(record))
-    typer.echo(f"wrote {out} and {plot}" + (f"; table in {docs}" if docs else ""))
+    typer.echo(f"wrote {out} and {plot}")
 
 
 @app.command()

@@ -241,18 +241,13 @@ def plot(record: dict, path: str | Path) -> Path:
     return Path(path)
 
 
-def write_outputs(record: dict, record_path: str | Path, plot_path: str | Path | None = None,
-                  docs: str | Path | None = None) -> None:
-    """The record, its plot and (with ``docs``) its table between the ``tradeoff`` markers of results.md."""
-    from dualrec.tables.docs import write_docs
-
+def write_outputs(record: dict, record_path: str | Path, plot_path: str | Path | None = None) -> None:
+    """The record and its plot (the docs' table is rendered from the record by ``dualrec table render``)."""
     record_path = Path(record_path)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1))
     if plot_path:
         plot(record, plot_path)
-    if docs:
-        write_docs({record["protocol"]: markdown(record)}, Path(docs), "tradeoff")
 
 
 def parse_lambdas(text: str) -> list[float]:

@@ -54,7 +54,7 @@ def docs_markers(protocol: str, section: str = "dualrec") -> tuple[str, str]:
 
 
 def docs_block(protocol: str, text: str, section: str = "dualrec") -> str:
-    """A protocol's rendered tables between its markers, as ``write_docs`` puts them in results.md."""
+    """A protocol's rendered tables between its markers, as :func:`insert_blocks` puts them in a page."""
     begin, end = docs_markers(protocol, section)
     return f"{begin}\n{text.rstrip()}\n{end}"
 
@@ -74,11 +74,6 @@ def insert_blocks(doc: str, blocks: dict[str, str], section: str) -> str:
         else:
             doc = doc[:section_end] + block + "\n" + doc[section_end:]
     return doc
-
-
-def write_docs(blocks: dict[str, str], docs: Path = Path("docs/results.md"), section: str = "dualrec") -> None:
-    """:func:`insert_blocks` on the page at ``docs``."""
-    docs.write_text(insert_blocks(docs.read_text(), blocks, section))
 
 
 def render_docs(root: Path, doc: str, sections: list[str] | None = None, protocol: str | None = None,
