@@ -21,7 +21,7 @@ def _record(row: str, ranks: np.ndarray, base: np.ndarray | None, **extra) -> di
     hr1 = float((ranks == 0).mean())
     return {"row": row, "label": extra.pop("label", row), "protocol": "chrono", "protocol_note": "time cut",
             "model": row, "data": {"name": "ml-1m", "fingerprint": "f"}, "counts": {"users": len(ranks)},
-            "timings": {"s_per_user": 0.01}, "metrics": {"HR@1": hr1, "NDCG@10": hr1},
+            "timings": {"s_per_user": 0.01}, "metrics": {"HR@1": hr1, "NDCG@10": hr1, **extra.pop("beyond", {})},
             "ci": paired_bootstrap(ranks, base, ("NDCG@10", "HR@10", "HR@1"), seed=42) if base is not None else None,
             "commit": "abc", **extra}
 
@@ -32,7 +32,8 @@ def test_rows_intervals_labels_curve_and_verdict(tmp_path):
     mostpop = np.where(rng.random(400) < 0.8, -1, stage1)            # misses most of what Stage 1 finds
     model = {"name": "duip", "init": "residual", "lm_layers": 6, "lm_mode": "frozen", "prompt_items": 1,
              "train_encoder": False, "branch_loss_weight": 1.0, "lr": 0.003}
-    recs = {"duip-stage1": _record("duip-stage1", stage1, None, label="Stage-1 LSTM"),
+    recs = {"duip-stage1": _record("duip-stage1", stage1, None, label="Stage-1 LSTM",
+                                   beyond={"catalog_coverage@10": 0.25}),
             "duip-mostpop": _record("duip-mostpop", mostpop, stage1, label="MostPop"),
             "duip": _record("duip", stage1.copy(), stage1, label="old label; 1 of 9,000 training windows",
                             config={"model": model}, learning_curve=CURVE, gate=0.01)}
@@ -47,7 +48,9 @@ def test_rows_intervals_labels_curve_and_verdict(tmp_path):
     lines = text.splitlines()
     rows = [ln.split(" | ")[0] for ln in lines if ln.startswith("| ") and " | 400 | " in ln]
     assert rows[:3] == ["| MostPop", "| Stage-1 LSTM", "| " + label]      # the metrics table, baselines first
-    assert rows[3:] == ["| MostPop", "| " + label]                         # the intervals against Stage 1
+    assert rows[3:6] == rows[:3]                                           # beyond accuracy, the same rows
+    assert "| Stage-1 LSTM | 400 | 0.2500 | 0.0100 |" in lines and "| MostPop | 400 | - | 0.0100 |" in lines
+    assert rows[6:] == ["| MostPop", "| " + label]                         # the intervals against Stage 1
     mostpop_ci = next(ln for ln in lines if ln.startswith("| MostPop | 400 |") and "[" in ln)
     assert mostpop_ci.count("(< 0)") == 2                 # both intervals exclude 0, below
     duip_ci = next(ln for ln in lines if ln.startswith(f"| {label} | 400 |") and "[" in ln)

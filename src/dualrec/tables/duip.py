@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from dualrec.duip_rows import BASELINES, COLUMNS, PROTOCOLS, duip_label
-from dualrec.evaluation.report import markdown_table
+from dualrec.evaluation.report import BEYOND_COLUMNS, markdown_table
 from dualrec.tables.cells import delta_cell, sample_suffix
 
 
@@ -52,6 +52,8 @@ def render(out_dir: Path) -> dict[str, str]:
         for r in recs:
             r["label"] = current_label(r)
         parts = [f"**Protocol `{protocol}`** ({recs[0]['protocol_note']}).\n", markdown_table(recs, COLUMNS)]
+        if any(c in r["metrics"] for r in recs for c in BEYOND_COLUMNS):
+            parts += ["Beyond accuracy, the same rows (docs/protocols.md):\n", markdown_table(recs, BEYOND_COLUMNS)]
         lines = []
         for r in recs:
             if "ci" not in r:
